@@ -1,0 +1,79 @@
+//! Adaptive polling for the blocking helpers.
+//!
+//! A block device cannot signal its readers, so waiting means polling. The
+//! first polls come quickly (a fresh item usually arrives within
+//! microseconds when the other side is busy), then the sleeps double up to
+//! a cap, so an idle waiter costs a few reads a second per millisecond of
+//! cap rather than a spinning core.
+
+use std::time::{Duration, Instant};
+
+/// Doubling sleeps from 1 µs to a cap, with an optional deadline.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_micros(1);
+    /// Below this, yield the CPU instead of sleeping: a sleep's timer slack
+    /// is larger than the wait itself.
+    const SPIN: Duration = Duration::from_micros(20);
+
+    /// Sleeps capped at `max`; give up after `timeout` (never when `None`).
+    pub fn new(max: Duration, timeout: Option<Duration>) -> Backoff {
+        Backoff {
+            next: Self::FIRST,
+            max: max.max(Self::FIRST),
+            deadline: timeout.map(|t| Instant::now() + t),
+        }
+    }
+
+    /// Waits before the next poll. Returns false, without waiting, once the
+    /// deadline has passed.
+    pub fn wait(&mut self) -> bool {
+        let now = Instant::now();
+        let mut pause = self.next;
+        if let Some(deadline) = self.deadline {
+            if now >= deadline {
+                return false;
+            }
+            pause = pause.min(deadline - now);
+        }
+        if pause < Self::SPIN {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(pause);
+        }
+        self.next = (self.next * 2).min(self.max);
+        true
+    }
+
+    /// Starts again from the shortest wait (after progress).
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gives_up_at_the_deadline_and_caps_the_sleep() {
+        let mut b = Backoff::new(Duration::from_millis(2), Some(Duration::from_millis(30)));
+        let start = Instant::now();
+        let mut polls = 0;
+        while b.wait() {
+            polls += 1;
+            assert!(polls < 10_000);
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        assert!(b.next <= Duration::from_millis(2));
+        // With a 2 ms cap, 30 ms needs at least a dozen polls.
+        assert!(polls >= 12, "{polls}");
+    }
+}

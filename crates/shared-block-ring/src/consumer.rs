@@ -1,0 +1,405 @@
+//! The consumer: reads published items and releases their space.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::codec::{Bytes, Codec};
+use crate::device::{AlignedBuf, BlockDevice};
+use crate::error::{Error, Result, RetryReason, Side};
+use crate::format::{self, Geometry, State};
+use crate::layout;
+use crate::position::Position;
+use crate::ring::{Link, Options, RingState};
+
+/// The reading side of a ring.
+///
+/// `pop` peeks at the item at the consumer position (repeated calls return
+/// the same item); `pop_from` and `fold` look further ahead; `advance`
+/// releases everything before a position, so the producer may reuse it.
+///
+/// The consumer re-reads the producer sector only when it has used up what
+/// it knows to be published, and then reads all the new data it can (up to
+/// the read-ahead) in one contiguous read, two at the wrap. Items are then
+/// handed out from memory.
+pub struct Consumer<D: BlockDevice, C: Codec = Bytes> {
+    link: Link<D>,
+    codec: C,
+    /// Our position as on the device.
+    consumer: u64,
+    /// Our `suspend` flag as on the device.
+    suspend: bool,
+    /// The producer position as last read.
+    producer: u64,
+    /// The producer's `suspend_ack` as last read.
+    ack: bool,
+    /// Stream bytes `buf_start..buf_end` are in `buf`, all published.
+    buf: AlignedBuf,
+    buf_start: u64,
+    buf_end: u64,
+}
+
+impl<D: BlockDevice> Consumer<D, Bytes> {
+    /// Attaches a consumer whose items are byte strings.
+    ///
+    /// # Errors
+    /// See [`attach_with_codec`](Self::attach_with_codec).
+    pub fn attach(device: D, options: Options) -> Result<Self> {
+        Consumer::attach_with_codec(device, Bytes, options)
+    }
+}
+
+impl<D: BlockDevice, C: Codec> Consumer<D, C> {
+    /// Attaches to the ring on `device` as its consumer. Only reads.
+    ///
+    /// # Errors
+    /// [`Error::NotInitialised`], [`Error::Corrupt`], [`Error::Locked`]
+    /// when another consumer on this host is attached, [`Error::ReadOnly`],
+    /// or a device error.
+    pub fn attach_with_codec(device: D, codec: C, options: Options) -> Result<Self> {
+        let mut link = Link::open(device, Side::Consumer, options)?;
+        let p = link.read_state(Side::Producer)?;
+        let c = link.read_state(Side::Consumer)?;
+        format::check_positions(p.position, c.position, link.geometry.capacity())?;
+        Ok(Consumer {
+            link,
+            codec,
+            consumer: c.position,
+            suspend: c.flag,
+            producer: p.position,
+            ack: p.flag,
+            buf: AlignedBuf::zeroed(0),
+            buf_start: 0,
+            buf_end: 0,
+        })
+    }
+
+    /// Detaches. Items not released by `advance` will be delivered again to
+    /// the next consumer.
+    pub fn detach(self) {}
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.link.geometry
+    }
+
+    /// The options this consumer was attached with.
+    pub fn options(&self) -> &Options {
+        &self.link.options
+    }
+
+    /// The consumer position on the device: everything before it has been
+    /// released.
+    pub fn position(&self) -> Position {
+        Position::new(self.consumer)
+    }
+
+    /// The producer position as last read.
+    pub fn known_producer(&self) -> Position {
+        Position::new(self.producer)
+    }
+
+    /// Reads the producer sector and tells whether the producer has
+    /// acknowledged a suspend.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] or a device error.
+    pub fn state(&mut self) -> Result<RingState> {
+        self.look_at_producer()?;
+        Ok(if self.ack {
+            RingState::Suspended
+        } else {
+            RingState::Running
+        })
+    }
+
+    /// Key/value pairs for logs: at least `producer/offset`,
+    /// `producer/suspend_ack`, `consumer/offset`, `consumer/suspend`, read
+    /// from the device now.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] or a device error.
+    pub fn debug_info(&mut self) -> Result<Vec<(String, String)>> {
+        self.link.debug_info()
+    }
+
+    /// Asks the producer to pause. Succeeds at once when already asked (and
+    /// acknowledged); the producer acknowledges the next time it looks, and
+    /// [`state`](Self::state) then reports [`RingState::Suspended`].
+    ///
+    /// # Errors
+    /// [`Error::Retry`] while the previous request is unacknowledged; a
+    /// device error.
+    pub fn suspend(&mut self) -> Result<()> {
+        self.request(true)
+    }
+
+    /// Asks a paused producer to continue; the mirror of
+    /// [`suspend`](Self::suspend).
+    ///
+    /// # Errors
+    /// [`Error::Retry`] while the previous request is unacknowledged; a
+    /// device error.
+    pub fn resume(&mut self) -> Result<()> {
+        self.request(false)
+    }
+
+    fn request(&mut self, suspend: bool) -> Result<()> {
+        self.look_at_producer()?;
+        if self.suspend != self.ack {
+            return Err(Error::Retry(RetryReason::HandshakePending));
+        }
+        if self.suspend != suspend {
+            self.link.write_state(State {
+                position: self.consumer,
+                flag: suspend,
+            })?;
+            self.suspend = suspend;
+        }
+        Ok(())
+    }
+
+    /// The item at the consumer position, and the position after it (the
+    /// one to pass to [`advance`](Self::advance)). Does not release it:
+    /// calling `pop` again returns the same item.
+    ///
+    /// # Errors
+    /// [`Error::Retry`] when no item is published; [`Error::Corrupt`];
+    /// [`Error::Codec`]; a device error.
+    pub fn pop(&mut self) -> Result<(Position, C::Owned)> {
+        self.pop_from(Position::new(self.consumer))
+    }
+
+    /// The item at `from` (a position returned by an earlier pop), and the
+    /// position after it: a way to look ahead before advancing.
+    ///
+    /// # Errors
+    /// As [`pop`](Self::pop); [`Error::PositionOutOfRange`] when `from` is
+    /// before the consumer position or past the producer position.
+    pub fn pop_from(&mut self, from: Position) -> Result<(Position, C::Owned)> {
+        let (range, next) = self.item_at(from.offset())?;
+        let item = self.codec.decode(&self.buf[range])?;
+        Ok((Position::new(next), item))
+    }
+
+    /// The raw bytes of the item at `from`, borrowed from the consumer's
+    /// buffer (no copy, no decoding), and the position after it.
+    ///
+    /// # Errors
+    /// As [`pop_from`](Self::pop_from), without codec errors.
+    pub fn peek_bytes(&mut self, from: Position) -> Result<(Position, &[u8])> {
+        let (range, next) = self.item_at(from.offset())?;
+        Ok((Position::new(next), &self.buf[range]))
+    }
+
+    /// Like [`pop`](Self::pop), but when the ring is empty, polls (with
+    /// adaptive backoff) until an item is published or `timeout` passes.
+    ///
+    /// # Errors
+    /// As [`pop`](Self::pop); [`Error::Retry`] only after the timeout.
+    pub fn pop_wait(&mut self, timeout: Option<Duration>) -> Result<(Position, C::Owned)> {
+        self.wait_for_item(Position::new(self.consumer), timeout)?;
+        self.pop()
+    }
+
+    /// Waits until an item is published at `from`, polling with adaptive
+    /// backoff, for at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Retry`] after the timeout; as [`pop_from`](Self::pop_from).
+    pub fn wait_for_item(&mut self, from: Position, timeout: Option<Duration>) -> Result<()> {
+        let mut backoff = Backoff::new(self.link.options.max_backoff, timeout);
+        loop {
+            match self.item_at(from.offset()) {
+                Ok(_) => return Ok(()),
+                Err(Error::Retry(RetryReason::Empty)) if backoff.wait() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Folds `f` over every item published now, starting at `from`, and
+    /// returns the position after the last one with the result. The
+    /// producer sector is read once; the data in as few reads as the
+    /// read-ahead allows.
+    ///
+    /// # Errors
+    /// [`Error::PositionOutOfRange`], [`Error::Corrupt`], [`Error::Codec`],
+    /// or a device error.
+    pub fn fold<B>(
+        &mut self,
+        from: Position,
+        init: B,
+        mut f: impl FnMut(B, C::Owned) -> B,
+    ) -> Result<(Position, B)> {
+        let end = self.snapshot_end(from)?;
+        let mut at = from.offset();
+        let mut acc = init;
+        while at < end {
+            let (range, next) = self.item_at(at)?;
+            acc = f(acc, self.codec.decode(&self.buf[range])?);
+            at = next;
+        }
+        Ok((Position::new(at), acc))
+    }
+
+    /// Calls `f(start, next, bytes)` on the raw bytes of every item
+    /// published now, from `from`, without decoding or copying them; returns
+    /// the position after the last. The fastest way to drain a ring.
+    ///
+    /// # Errors
+    /// As [`fold`](Self::fold), plus whatever `f` returns (which stops the
+    /// walk).
+    pub fn for_each_bytes(
+        &mut self,
+        from: Position,
+        mut f: impl FnMut(Position, Position, &[u8]) -> Result<()>,
+    ) -> Result<Position> {
+        let end = self.snapshot_end(from)?;
+        let mut at = from.offset();
+        while at < end {
+            let (range, next) = self.item_at(at)?;
+            f(Position::new(at), Position::new(next), &self.buf[range])?;
+            at = next;
+        }
+        Ok(Position::new(at))
+    }
+
+    /// Reads the producer sector once for a walk from `from`, and returns
+    /// where the walk ends.
+    fn snapshot_end(&mut self, from: Position) -> Result<u64> {
+        self.look_at_producer()?;
+        if from.offset() > self.producer || from.offset() < self.consumer {
+            return Err(self.out_of_range(from.offset()));
+        }
+        Ok(self.producer)
+    }
+
+    /// Releases everything before `position`, so the producer may
+    /// overwrite it. In the power-loss mode the consumer sector is on
+    /// stable storage when this returns; released items are then never
+    /// delivered again.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPosition`] for a position not on an item boundary;
+    /// [`Error::PositionOutOfRange`] before the consumer position or past
+    /// the producer position; a device error (nothing is released then).
+    pub fn advance(&mut self, position: Position) -> Result<()> {
+        let p = position.offset();
+        if p % layout::ITEM_ALIGN != 0 {
+            return Err(Error::InvalidPosition {
+                position: p,
+                reason: "not on an item boundary (positions are multiples of 4)",
+            });
+        }
+        if p > self.producer {
+            self.look_at_producer()?;
+        }
+        if p < self.consumer || p > self.producer {
+            return Err(self.out_of_range(p));
+        }
+        if p == self.consumer {
+            return Ok(());
+        }
+        self.link.write_state(State {
+            position: p,
+            flag: self.suspend,
+        })?;
+        self.consumer = p;
+        Ok(())
+    }
+
+    fn out_of_range(&self, position: u64) -> Error {
+        Error::PositionOutOfRange {
+            position,
+            consumer: self.consumer,
+            producer: self.producer,
+        }
+    }
+
+    /// Reads the producer sector.
+    fn look_at_producer(&mut self) -> Result<()> {
+        let p = self.link.read_state(Side::Producer)?;
+        format::check_positions(p.position, self.consumer, self.link.geometry.capacity())?;
+        if p.position < self.producer {
+            tracing::warn!(
+                was = self.producer,
+                now = p.position,
+                "the producer position moved backwards (a power cut in process-crash mode?)"
+            );
+        }
+        self.producer = p.position;
+        self.ack = p.flag;
+        // Bytes past the producer position are not published (any more).
+        self.buf_end = self.buf_end.min(self.producer);
+        Ok(())
+    }
+
+    /// Locates the item at stream position `at` in the buffer, reading it
+    /// if needed. Returns its payload's range in `buf` and the next
+    /// position.
+    fn item_at(&mut self, at: u64) -> Result<(Range<usize>, u64)> {
+        if at % layout::ITEM_ALIGN != 0 {
+            return Err(Error::InvalidPosition {
+                position: at,
+                reason: "not on an item boundary (positions are multiples of 4)",
+            });
+        }
+        if at >= self.producer {
+            self.look_at_producer()?;
+        }
+        if at < self.consumer || at > self.producer {
+            return Err(self.out_of_range(at));
+        }
+        if at == self.producer {
+            return Err(Error::Retry(RetryReason::Empty));
+        }
+        let header_end = at + layout::ITEM_HEADER_LEN;
+        self.ensure_buffered(at, header_end)?;
+        let h = (at - self.buf_start) as usize;
+        let mut header = [0u8; 4];
+        header.copy_from_slice(&self.buf[h..h + 4]);
+        // Checked against the producer position before anything is sized
+        // by it: a hostile length cannot cause a large read or allocation.
+        let (len, next) = format::check_item(&self.link.geometry, at, header, self.producer)?;
+        self.ensure_buffered(at, header_end + len as u64)?;
+        let start = (header_end - self.buf_start) as usize;
+        Ok((start..start + len, next))
+    }
+
+    /// Makes stream bytes `from..to` (all published) available in `buf`,
+    /// reading from the start of `from`'s sector up to the read-ahead or the
+    /// producer position, whichever comes first, but at least to `to`.
+    fn ensure_buffered(&mut self, from: u64, to: u64) -> Result<()> {
+        if from >= self.buf_start && to <= self.buf_end {
+            return Ok(());
+        }
+        let ss = self.link.geometry.sector_size() as u64;
+        let first = from / ss;
+        let want = (from + self.link.options.read_ahead as u64)
+            .min(self.producer)
+            .max(to);
+        let last = want.div_ceil(ss);
+        let len = ((last - first) * ss) as usize;
+        if self.buf.len() < len {
+            self.buf.resize(len);
+        }
+        // Mark the buffer empty first, so a failed read leaves nothing stale.
+        self.buf_end = self.buf_start;
+        self.link.read_stream(first, &mut self.buf[..len])?;
+        self.buf_start = first * ss;
+        self.buf_end = want;
+        Ok(())
+    }
+}
+
+impl<D: BlockDevice, C: Codec> std::fmt::Debug for Consumer<D, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("device", &self.link.device.describe())
+            .field("consumer", &self.consumer)
+            .field("producer", &self.producer)
+            .field("suspend", &self.suspend)
+            .finish()
+    }
+}

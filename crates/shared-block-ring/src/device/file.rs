@@ -1,0 +1,403 @@
+//! Regular files and kernel block devices.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{check_range, AlignedBuf, BlockDevice};
+use crate::error::{Error, Side};
+use crate::layout;
+
+/// How to open a [`FileDevice`].
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    direct: bool,
+    sector_size: Option<usize>,
+    read_only: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            direct: true,
+            sector_size: None,
+            read_only: false,
+        }
+    }
+}
+
+impl FileOptions {
+    /// O_DIRECT, read-write, the device's own sector size (512 for files).
+    pub fn new() -> FileOptions {
+        FileOptions::default()
+    }
+
+    /// Whether to bypass the page cache with O_DIRECT (the default).
+    ///
+    /// Buffered I/O (`false`) is only coherent between processes on the
+    /// same host: a reader on another host sharing the disk would see stale
+    /// pages. It exists for filesystems that refuse O_DIRECT, such as tmpfs.
+    pub fn direct(mut self, direct: bool) -> FileOptions {
+        self.direct = direct;
+        self
+    }
+
+    /// The sector size to use instead of the device's own. For a regular
+    /// file any supported size works (both sides must agree); for a block
+    /// device it must be a multiple of the logical block size.
+    pub fn sector_size(mut self, sector_size: usize) -> FileOptions {
+        self.sector_size = Some(sector_size);
+        self
+    }
+
+    /// Opens without write access. Producers and consumers refuse such a
+    /// device; diagnostics work.
+    pub fn read_only(mut self, read_only: bool) -> FileOptions {
+        self.read_only = read_only;
+        self
+    }
+}
+
+/// A regular file or a kernel block device (`/dev/loopN`, `/dev/sdX`, an
+/// iSCSI or RBD device, a SAN LUN), read and written with `pread`/`pwrite`.
+///
+/// Opened with O_DIRECT by default, so that two processes (or two hosts
+/// sharing a LUN) see each other's writes without page-cache incoherence.
+/// [`write_durable`](BlockDevice::write_durable) uses `pwritev2(RWF_DSYNC)`,
+/// one system call that returns once the data is on stable storage.
+pub struct FileDevice {
+    file: File,
+    path: PathBuf,
+    sector_size: usize,
+    sectors: u64,
+    direct: bool,
+    read_only: bool,
+    block_device: bool,
+    /// Cleared when the kernel refuses `RWF_DSYNC` (before Linux 4.7).
+    dsync_supported: AtomicBool,
+}
+
+impl FileDevice {
+    /// Opens `path` with the default options: O_DIRECT, read-write, the
+    /// device's own sector size.
+    ///
+    /// # Errors
+    /// See [`open_with`](Self::open_with).
+    pub fn open(path: impl AsRef<Path>) -> Result<FileDevice, Error> {
+        FileDevice::open_with(path, &FileOptions::default())
+    }
+
+    /// Opens `path`.
+    ///
+    /// # Errors
+    /// [`Error::Open`] when the file cannot be opened (missing, permission
+    /// denied); [`Error::DirectIoUnsupported`] when its filesystem refuses
+    /// O_DIRECT; [`Error::BadSectorSize`] or [`Error::SectorSizeMismatch`]
+    /// for a sector size the format or the device cannot use.
+    pub fn open_with(path: impl AsRef<Path>, options: &FileOptions) -> Result<FileDevice, Error> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| Error::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut oo = OpenOptions::new();
+        oo.read(true).write(!options.read_only);
+        if options.direct {
+            oo.custom_flags(libc::O_DIRECT);
+        }
+        let file = match oo.open(&path) {
+            Ok(f) => f,
+            Err(e) if options.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                return Err(Error::DirectIoUnsupported { path });
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        let meta = file.metadata().map_err(open_err)?;
+        let block_device = meta.file_type().is_block_device();
+        let (native_sector, bytes) = if block_device {
+            let logical = rustix::fs::ioctl_blksszget(&file)
+                .map_err(|e| open_err(e.into()))? as usize;
+            (logical, block_device_bytes(&file).map_err(open_err)?)
+        } else if meta.file_type().is_file() {
+            (layout::DEFAULT_FILE_SECTOR_SIZE, meta.len())
+        } else {
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file or a block device",
+            )));
+        };
+        let sector_size = match options.sector_size {
+            None => native_sector,
+            Some(s) => {
+                if block_device && (s < native_sector || s % native_sector != 0) {
+                    return Err(Error::SectorSizeMismatch {
+                        requested: s,
+                        device: native_sector,
+                    });
+                }
+                s
+            }
+        };
+        if !sector_size.is_power_of_two()
+            || !(layout::MIN_SECTOR_SIZE..=layout::MAX_SECTOR_SIZE).contains(&sector_size)
+        {
+            return Err(Error::BadSectorSize { sector_size });
+        }
+        Ok(FileDevice {
+            file,
+            path,
+            sector_size,
+            sectors: bytes / sector_size as u64,
+            direct: options.direct,
+            read_only: options.read_only,
+            block_device,
+            dsync_supported: AtomicBool::new(true),
+        })
+    }
+
+    /// The path the device was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True for a kernel block device, false for a regular file.
+    pub fn is_block_device(&self) -> bool {
+        self.block_device
+    }
+
+    /// True when opened with O_DIRECT.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    fn offset(&self, sector: u64) -> u64 {
+        sector * self.sector_size as u64
+    }
+
+    fn needs_bounce(&self, ptr: *const u8) -> bool {
+        self.direct && !AlignedBuf::is_aligned(ptr)
+    }
+
+    fn write_dsync(&self, offset: u64, mut buf: &[u8]) -> io::Result<()> {
+        let mut offset = offset;
+        while !buf.is_empty() {
+            let n = rustix::io::pwritev2(
+                &self.file,
+                &[IoSlice::new(buf)],
+                offset,
+                rustix::io::ReadWriteFlags::DSYNC,
+            )
+            .map_err(io::Error::from)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev2 wrote nothing"));
+            }
+            buf = &buf[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+
+    fn ofd_lock(&self, side: Side, kind: libc::c_short, cmd: libc::c_int) -> io::Result<libc::flock> {
+        // SAFETY: `flock` is a plain C struct for which all-zero is valid.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = kind;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = self.offset(side.sector()) as libc::off_t;
+        fl.l_len = self.sector_size as libc::off_t;
+        // SAFETY: F_OFD_SETLK/F_OFD_GETLK take a pointer to a valid `flock`,
+        // which lives for the whole call.
+        let r = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(fl)
+        }
+    }
+}
+
+/// Size of a block device in bytes, from the kernel.
+fn block_device_bytes(file: &File) -> io::Result<u64> {
+    const BLKGETSIZE64: rustix::ioctl::Opcode = rustix::ioctl::opcode::read::<u64>(0x12, 114);
+    // SAFETY: BLKGETSIZE64 is a getter that writes one u64 (size_t on 64-bit
+    // Linux), which is what `Getter` provides.
+    let size = unsafe {
+        rustix::ioctl::ioctl(file, rustix::ioctl::Getter::<BLKGETSIZE64, u64>::new())
+    };
+    size.map_err(io::Error::from)
+}
+
+impl BlockDevice for FileDevice {
+    fn sector_size(&self) -> usize {
+        self.sector_size
+    }
+
+    fn sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(self.sector_size, self.sectors, sector, buf.len())?;
+        if self.needs_bounce(buf.as_ptr()) {
+            let mut bounce = AlignedBuf::zeroed(buf.len());
+            self.file.read_exact_at(&mut bounce, self.offset(sector))?;
+            buf.copy_from_slice(&bounce);
+            return Ok(());
+        }
+        self.file.read_exact_at(buf, self.offset(sector))
+    }
+
+    fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        check_range(self.sector_size, self.sectors, sector, buf.len())?;
+        if self.needs_bounce(buf.as_ptr()) {
+            let mut bounce = AlignedBuf::zeroed(buf.len());
+            bounce.copy_from_slice(buf);
+            return self.file.write_all_at(&bounce, self.offset(sector));
+        }
+        self.file.write_all_at(buf, self.offset(sector))
+    }
+
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        check_range(self.sector_size, self.sectors, sector, buf.len())?;
+        if !self.dsync_supported.load(Ordering::Relaxed) || self.needs_bounce(buf.as_ptr()) {
+            self.write(sector, buf)?;
+            return self.flush();
+        }
+        match self.write_dsync(self.offset(sector), buf) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+                ) =>
+            {
+                self.dsync_supported.store(false, Ordering::Relaxed);
+                self.write(sector, buf)?;
+                self.flush()
+            }
+            r => r,
+        }
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} ({}, {} sectors of {} bytes, {})",
+            self.path.display(),
+            if self.block_device {
+                "block device"
+            } else {
+                "file"
+            },
+            self.sectors,
+            self.sector_size,
+            if self.direct { "O_DIRECT" } else { "buffered" }
+        )
+    }
+
+    /// Open file description locks on the role's state sector: released
+    /// when the handle is dropped or the process dies, and shared by no
+    /// other open of the file, so two handles in one process conflict too.
+    fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
+        match self.ofd_lock(side, libc::F_WRLCK as libc::c_short, libc::F_OFD_SETLK) {
+            Ok(_) => Ok(Ok(())),
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) =>
+            {
+                let inode = self.file.metadata().map(|m| m.ino()).unwrap_or(0);
+                Ok(Err(format!(
+                    "another open handle on this host holds an open-file-description lock on \
+                     bytes {}..{} of {} (inode {inode}; see /proc/locks)",
+                    self.offset(side.sector()),
+                    self.offset(side.sector()) + self.sector_size as u64,
+                    self.path.display()
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unlock(&self, side: Side) {
+        let _ = self.ofd_lock(side, libc::F_UNLCK as libc::c_short, libc::F_OFD_SETLK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(bytes: usize) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new_in(crate::test_dir()).unwrap();
+        f.as_file().set_len(bytes as u64).unwrap();
+        f
+    }
+
+    #[test]
+    fn files_default_to_512_byte_sectors_and_direct_io() {
+        let f = file_of(8192);
+        let d = FileDevice::open(f.path()).unwrap();
+        assert_eq!(d.sector_size(), 512);
+        assert_eq!(d.sectors(), 16);
+        assert!(d.is_direct());
+        let d = FileDevice::open_with(f.path(), &FileOptions::new().sector_size(4096)).unwrap();
+        assert_eq!(d.sectors(), 2);
+    }
+
+    #[test]
+    fn unaligned_buffers_go_through_a_bounce_buffer() {
+        let f = file_of(8192);
+        let d = FileDevice::open(f.path()).unwrap();
+        let mut v = vec![0u8; 1025];
+        v[1..].fill(9);
+        d.write(2, &v[1..]).unwrap();
+        d.write_durable(4, &v[1..]).unwrap();
+        let mut back = vec![0u8; 1025];
+        d.read(2, &mut back[1..]).unwrap();
+        assert!(back[1..].iter().all(|&b| b == 9));
+        d.read(4, &mut back[1..]).unwrap();
+        assert!(back[1..].iter().all(|&b| b == 9));
+    }
+
+    #[test]
+    fn out_of_range_and_partial_sectors_are_refused() {
+        let f = file_of(2048);
+        let d = FileDevice::open(f.path()).unwrap();
+        let mut buf = AlignedBuf::zeroed(512);
+        assert_eq!(
+            d.read(4, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            d.write(0, &buf[..100]).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path() {
+        let e = FileDevice::open("/nonexistent/ring.img").err().unwrap();
+        assert!(e.to_string().contains("/nonexistent/ring.img"), "{e}");
+    }
+
+    #[test]
+    fn role_locks_conflict_between_opens() {
+        let f = file_of(4096);
+        let a = FileDevice::open(f.path()).unwrap();
+        let b = FileDevice::open(f.path()).unwrap();
+        assert!(a.try_lock(Side::Producer).unwrap().is_ok());
+        assert!(b.try_lock(Side::Producer).unwrap().is_err());
+        assert!(b.try_lock(Side::Consumer).unwrap().is_ok());
+        a.unlock(Side::Producer);
+        assert!(b.try_lock(Side::Producer).unwrap().is_ok());
+        drop(b);
+        assert!(a.try_lock(Side::Consumer).unwrap().is_ok());
+    }
+}

@@ -1,0 +1,143 @@
+//! Block devices: the trait the ring is generic over, and its backends.
+//!
+//! A [`BlockDevice`] reads and writes whole sectors at a sector index and
+//! flushes its write cache. That is all the ring needs, so any storage with
+//! those three operations can carry a ring: [`FileDevice`] for regular files
+//! and kernel block devices, [`MemDevice`] for tests, and wrappers such as
+//! the fault-injecting device.
+//!
+//! Buffers passed to a device should come from [`AlignedBuf`]: the file
+//! backend then hands them straight to the kernel with O_DIRECT (no copy).
+//! Other buffers work too, through a bounce buffer.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::error::Side;
+
+mod aligned;
+mod file;
+mod mem;
+
+pub use aligned::AlignedBuf;
+pub use file::{FileDevice, FileOptions};
+pub use mem::MemDevice;
+
+/// A device made of fixed-size sectors.
+///
+/// Implementations are shared between threads (`&self` methods), so that a
+/// producer and a consumer in one process can use one device. Every method
+/// that takes a buffer requires its length to be a whole number of sectors
+/// and the range to lie within the device; otherwise it returns
+/// [`io::ErrorKind::InvalidInput`].
+pub trait BlockDevice: Send + Sync {
+    /// Logical sector size in bytes.
+    fn sector_size(&self) -> usize;
+
+    /// Size of the device in sectors.
+    fn sectors(&self) -> u64;
+
+    /// Reads `buf.len() / sector_size()` sectors starting at `sector`.
+    ///
+    /// # Errors
+    /// Any I/O error of the underlying storage.
+    fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Writes whole sectors starting at `sector`. When this returns, the
+    /// data is visible to every other reader of the device, but it may
+    /// still sit in a volatile write cache until [`flush`](Self::flush).
+    ///
+    /// # Errors
+    /// Any I/O error of the underlying storage.
+    fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()>;
+
+    /// Writes whole sectors and returns only once they are on stable
+    /// storage (like a write followed by a flush, or a FUA write).
+    ///
+    /// The default is [`write`](Self::write) then [`flush`](Self::flush);
+    /// backends override it with a cheaper single operation
+    /// (`pwritev2(RWF_DSYNC)`, an NBD write with FUA).
+    ///
+    /// # Errors
+    /// Any I/O error of the underlying storage.
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        self.write(sector, buf)?;
+        self.flush()
+    }
+
+    /// Makes every completed write durable.
+    ///
+    /// # Errors
+    /// Any I/O error of the underlying storage.
+    fn flush(&self) -> io::Result<()>;
+
+    /// True when writes will be refused.
+    fn is_read_only(&self) -> bool {
+        false
+    }
+
+    /// A short description for messages, such as the path and open mode.
+    fn describe(&self) -> String {
+        String::from("block device")
+    }
+
+    /// Takes the advisory lock that marks `side` as attached, without
+    /// waiting. Returns `Ok(Err(holder))` when someone else holds it.
+    ///
+    /// The default takes no lock: devices shared across hosts cannot
+    /// enforce a single producer and a single consumer.
+    ///
+    /// # Errors
+    /// An I/O error while asking for the lock.
+    fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
+        let _ = side;
+        Ok(Ok(()))
+    }
+
+    /// Releases a lock taken by [`try_lock`](Self::try_lock).
+    fn unlock(&self, side: Side) {
+        let _ = side;
+    }
+}
+
+/// Checks that `len` bytes at `sector` are whole sectors within a device.
+pub(crate) fn check_range(
+    sector_size: usize,
+    sectors: u64,
+    sector: u64,
+    len: usize,
+) -> io::Result<()> {
+    if len % sector_size != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("buffer of {len} bytes is not a whole number of {sector_size}-byte sectors"),
+        ));
+    }
+    let count = (len / sector_size) as u64;
+    match sector.checked_add(count) {
+        Some(end) if end <= sectors => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("sectors {sector}..{sector}+{count} lie beyond the end of the device ({sectors} sectors)"),
+        )),
+    }
+}
+
+macro_rules! forward_block_device {
+    ($($ty:ty),*) => {$(
+        impl<T: BlockDevice + ?Sized> BlockDevice for $ty {
+            fn sector_size(&self) -> usize { (**self).sector_size() }
+            fn sectors(&self) -> u64 { (**self).sectors() }
+            fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> { (**self).read(sector, buf) }
+            fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> { (**self).write(sector, buf) }
+            fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> { (**self).write_durable(sector, buf) }
+            fn flush(&self) -> io::Result<()> { (**self).flush() }
+            fn is_read_only(&self) -> bool { (**self).is_read_only() }
+            fn describe(&self) -> String { (**self).describe() }
+            fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> { (**self).try_lock(side) }
+            fn unlock(&self, side: Side) { (**self).unlock(side) }
+        }
+    )*};
+}
+
+forward_block_device!(&T, Arc<T>, Box<T>);

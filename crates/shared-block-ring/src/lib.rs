@@ -1,0 +1,96 @@
+//! A durable single-producer, single-consumer queue of variable-length items
+//! stored directly on a block device, on-disk compatible with the OCaml
+//! `shared-block-ring` library (MirageOS / xapi-project).
+//!
+//! # How the pieces connect
+//!
+//! * A [`BlockDevice`] is where the ring lives: a [`FileDevice`] (a regular
+//!   file or a kernel block device, with O_DIRECT), a [`MemDevice`] for
+//!   tests, or anything else that reads and writes sectors.
+//! * [`create`] writes an empty ring onto a device.
+//! * A [`Producer`] pushes items and publishes them with `advance`; a
+//!   [`Consumer`] pops them and releases them with its own `advance`. The two
+//!   may be in different processes, or on different hosts sharing the disk:
+//!   the device is their only channel.
+//! * Items are bytes by default; a [`Codec`] maps them to any other type
+//!   ([`Utf8`], [`Json`]).
+//! * [`Durability`] chooses what an `advance` survives: a power cut (the
+//!   default) or only a process crash (the original's behaviour, faster).
+//!
+//! The on-disk format is documented in `FORMAT.md` beside the crate
+//! sources, and every layout constant lives in [`layout`].
+//!
+//! # Example
+//!
+//! ```
+//! use shared_block_ring::{create, Consumer, MemDevice, Options, Producer};
+//!
+//! # fn main() -> Result<(), shared_block_ring::Error> {
+//! // 64 sectors of 512 bytes; a FileDevice works the same way.
+//! let disk = MemDevice::new(512, 64);
+//! create(&disk)?;
+//!
+//! let mut producer = Producer::attach(disk.clone(), Options::new())?;
+//! let mut consumer = Consumer::attach(disk, Options::new())?;
+//!
+//! // Pushed items are invisible until the producer advances past them.
+//! producer.push(b"hello")?;
+//! let end = producer.push(b"world")?;
+//! assert!(consumer.pop().unwrap_err().is_retry());
+//! producer.advance(end)?;
+//!
+//! // pop peeks; advance releases.
+//! let (next, item) = consumer.pop()?;
+//! assert_eq!(item, b"hello");
+//! consumer.advance(next)?;
+//! let (next, item) = consumer.pop()?;
+//! assert_eq!(item, b"world");
+//! consumer.advance(next)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Errors
+//!
+//! Every fallible operation returns [`Error`]. [`Error::Retry`] (full,
+//! empty, or a handshake waiting for the other side) and
+//! [`Error::Suspended`] are not faults: [`Error::is_transient`] tells them
+//! from the rest. Everything read from a device is validated before use; a
+//! corrupt ring gives [`Error::Corrupt`] naming the sector, byte and value.
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod backoff;
+pub mod codec;
+mod consumer;
+pub mod device;
+mod error;
+pub mod escape;
+pub mod format;
+pub mod layout;
+mod position;
+mod producer;
+mod ring;
+
+pub use backoff::Backoff;
+#[cfg(feature = "json")]
+pub use codec::Json;
+pub use codec::{Bytes, Codec, Utf8};
+pub use consumer::Consumer;
+pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice};
+pub use error::{
+    CodecError, Corruption, Error, IoOp, Result, RetryReason, Side, SignatureProblem,
+};
+pub use position::Position;
+pub use producer::Producer;
+pub use ring::{create, Created, Durability, Options, RingState};
+
+/// A directory for test files on a filesystem that supports O_DIRECT
+/// (`/tmp` may be tmpfs): `target/tmp` of this workspace.
+#[cfg(test)]
+pub(crate) fn test_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
+    std::fs::create_dir_all(&dir).expect("create target/tmp");
+    dir
+}

@@ -1,0 +1,421 @@
+//! The producer: appends items to the stream and publishes them.
+
+use std::time::{Duration, Instant};
+
+use crate::backoff::Backoff;
+use crate::codec::{Bytes, Codec};
+use crate::device::{AlignedBuf, BlockDevice};
+use crate::error::{Corruption, Error, Result, RetryReason, Side};
+use crate::format::{self, Geometry, State};
+use crate::layout;
+use crate::position::Position;
+use crate::ring::{self, Created, Durability, Link, Options, RingState};
+
+/// The writing side of a ring.
+///
+/// `push` writes an item to the device past the published end of the
+/// stream, where the consumer does not look yet; `advance` publishes every
+/// item up to a position by rewriting the producer sector. Several pushes
+/// may precede one `advance`.
+///
+/// The producer keeps the partly filled sector at the end of the stream in
+/// memory, so a push writes its item (or batch) in one contiguous write
+/// (two at the wrap) without reading anything first. The only exception is
+/// a push that ends in the very sector where the consumer's unread data
+/// begins (the ring is within one sector of full): that sector is read once
+/// so the unread bytes are written back unchanged.
+pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
+    link: Link<D>,
+    codec: C,
+    /// The position in the producer sector on the device.
+    published: u64,
+    /// The end of the last pushed item: `published..tail` is written but
+    /// not yet visible.
+    tail: u64,
+    /// The consumer position as last read.
+    consumer: u64,
+    /// Our `suspend_ack` as on the device.
+    ack: bool,
+    /// When the consumer sector was last read.
+    looked_at: Instant,
+    /// Data written since the last flush (power-loss mode only matters).
+    unflushed: bool,
+    /// `staging[..tail % ss]` holds the bytes of the sector containing
+    /// `tail`; pushes append after them and write from the sector start.
+    staging: AlignedBuf,
+    scratch: Vec<u8>,
+}
+
+impl<D: BlockDevice> Producer<D, Bytes> {
+    /// Attaches a producer whose items are byte strings.
+    ///
+    /// # Errors
+    /// See [`attach_with_codec`](Self::attach_with_codec).
+    pub fn attach(device: D, options: Options) -> Result<Self> {
+        Producer::attach_with_codec(device, Bytes, options)
+    }
+}
+
+impl<D: BlockDevice, C: Codec> Producer<D, C> {
+    /// Initialises a ring on `device` (a no-op if it already holds one); see
+    /// [`ring::create`].
+    ///
+    /// # Errors
+    /// [`Error::TooSmall`] below 4 sectors, or a device error.
+    pub fn create(device: &D) -> Result<Created> {
+        ring::create(device)
+    }
+
+    /// Attaches to the ring on `device` as its producer.
+    ///
+    /// If the consumer has asked for a suspend, the request is acknowledged
+    /// and the attach fails with [`Error::Suspended`], as in the original:
+    /// retry once the consumer resumes.
+    ///
+    /// # Errors
+    /// [`Error::NotInitialised`], [`Error::Corrupt`], [`Error::Locked`] when
+    /// another producer on this host is attached, [`Error::Suspended`],
+    /// [`Error::ReadOnly`], or a device error.
+    pub fn attach_with_codec(device: D, codec: C, options: Options) -> Result<Self> {
+        let mut link = Link::open(device, Side::Producer, options)?;
+        let p = link.read_state(Side::Producer)?;
+        let c = link.read_state(Side::Consumer)?;
+        format::check_positions(p.position, c.position, link.geometry.capacity())?;
+        let ss = link.geometry.sector_size();
+        let mut staging = AlignedBuf::zeroed(ss);
+        if p.position % ss as u64 != 0 {
+            link.read_stream(p.position / ss as u64, &mut staging)?;
+        }
+        let mut producer = Producer {
+            link,
+            codec,
+            published: p.position,
+            tail: p.position,
+            consumer: c.position,
+            ack: p.flag,
+            looked_at: Instant::now(),
+            unflushed: false,
+            staging,
+            scratch: Vec::new(),
+        };
+        producer.acknowledge(c.flag)?;
+        if producer.ack {
+            return Err(Error::Suspended);
+        }
+        Ok(producer)
+    }
+
+    /// Detaches. Pushed items that were never published are abandoned (the
+    /// consumer never sees them).
+    pub fn detach(self) {}
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.link.geometry
+    }
+
+    /// The options this producer was attached with.
+    pub fn options(&self) -> &Options {
+        &self.link.options
+    }
+
+    /// The published end of the stream, as in the producer sector.
+    pub fn published(&self) -> Position {
+        Position::new(self.published)
+    }
+
+    /// The end of the last pushed item (published or not).
+    pub fn tail(&self) -> Position {
+        Position::new(self.tail)
+    }
+
+    /// Free bytes as of the last look at the consumer sector (a lower
+    /// bound: the consumer may have released more since).
+    pub fn free_bytes(&self) -> u64 {
+        self.link.geometry.capacity() - (self.tail - self.consumer)
+    }
+
+    /// Reads the consumer sector, acknowledges a changed suspend request,
+    /// and tells whether the ring is suspended.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] or a device error.
+    pub fn state(&mut self) -> Result<RingState> {
+        self.look_at_consumer()?;
+        Ok(if self.ack {
+            RingState::Suspended
+        } else {
+            RingState::Running
+        })
+    }
+
+    /// Key/value pairs for logs: at least `producer/offset`,
+    /// `producer/suspend_ack`, `consumer/offset`, `consumer/suspend`, read
+    /// from the device now, plus this handle's unpublished bytes.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] or a device error.
+    pub fn debug_info(&mut self) -> Result<Vec<(String, String)>> {
+        let mut info = self.link.debug_info()?;
+        info.push((
+            "producer/unpublished".into(),
+            (self.tail - self.published).to_string(),
+        ));
+        Ok(info)
+    }
+
+    /// Writes `item` to the device after the last pushed item, without
+    /// publishing it. Returns the position to pass to
+    /// [`advance`](Self::advance) to publish it (and everything pushed
+    /// before it).
+    ///
+    /// # Errors
+    /// [`Error::Retry`] when the ring has no room for it now;
+    /// [`Error::Suspended`]; [`Error::TooLarge`] when it can never fit;
+    /// [`Error::Codec`]; a device error. After any error nothing was pushed.
+    pub fn push(&mut self, item: &C::Item) -> Result<Position> {
+        self.check_running()?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self
+            .codec
+            .encode(item, &mut scratch)
+            .map_err(Error::from)
+            .and_then(|bytes| {
+                let head = self.head();
+                let end = self.stage(head, head, bytes)?;
+                self.commit(end)
+            });
+        self.scratch = scratch;
+        result
+    }
+
+    /// Pushes several items in one device write (two at the wrap). All or
+    /// nothing: if the batch does not fit now, nothing is written and the
+    /// result is [`Error::Retry`]. Returns the position after the last
+    /// item.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push); [`Error::TooLarge`] also when the whole
+    /// batch exceeds the ring's capacity.
+    pub fn push_many<'i, I>(&mut self, items: I) -> Result<Position>
+    where
+        I: IntoIterator<Item = &'i C::Item>,
+        C::Item: 'i,
+    {
+        self.check_running()?;
+        let head = self.head();
+        let mut end = head;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut staged = Ok(());
+        for item in items {
+            match self.codec.encode(item, &mut scratch) {
+                Ok(bytes) => match self.stage(head, end, bytes) {
+                    Ok(e) => end = e,
+                    Err(e) => {
+                        staged = Err(e);
+                        break;
+                    }
+                },
+                Err(e) => {
+                    staged = Err(e.into());
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+        staged?;
+        if end == head {
+            return Ok(Position::new(self.tail));
+        }
+        self.commit(end)
+    }
+
+    /// Like [`push`](Self::push), but when the ring is full, polls (with
+    /// adaptive backoff) until there is room or `timeout` passes.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push); [`Error::Retry`] only after the timeout.
+    pub fn push_wait(&mut self, item: &C::Item, timeout: Option<Duration>) -> Result<Position> {
+        let mut backoff = Backoff::new(self.link.options.max_backoff, timeout);
+        loop {
+            match self.push(item) {
+                Err(Error::Retry(RetryReason::Full)) if backoff.wait() => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Publishes every pushed item up to `position` (as returned by `push`):
+    /// the consumer can see them once this returns. In the power-loss mode
+    /// the item data is flushed before the producer sector is written, and
+    /// the sector is on stable storage when this returns.
+    ///
+    /// Positions already published are accepted and change nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPosition`] for a position past the last push or not
+    /// on an item boundary; a device error (the items then stay pushed but
+    /// unpublished, and `advance` may be called again).
+    pub fn advance(&mut self, position: Position) -> Result<()> {
+        let p = position.offset();
+        if p % layout::ITEM_ALIGN != 0 {
+            return Err(Error::InvalidPosition {
+                position: p,
+                reason: "not on an item boundary (positions are multiples of 4)",
+            });
+        }
+        if p > self.tail {
+            return Err(Error::InvalidPosition {
+                position: p,
+                reason: "beyond the last pushed item",
+            });
+        }
+        if p <= self.published {
+            return Ok(());
+        }
+        if self.link.options.durability == Durability::PowerLoss && self.unflushed {
+            self.link.flush()?;
+            self.unflushed = false;
+        }
+        self.link.write_state(State {
+            position: p,
+            flag: self.ack,
+        })?;
+        self.published = p;
+        Ok(())
+    }
+
+    /// Bytes of `tail`'s sector already in `staging`.
+    fn head(&self) -> usize {
+        (self.tail % self.link.geometry.sector_size() as u64) as usize
+    }
+
+    /// Fails with `Suspended` when the consumer's last known request is a
+    /// suspend. Re-reads the consumer sector when the poll interval has
+    /// passed, or while suspended (to notice a resume).
+    fn check_running(&mut self) -> Result<()> {
+        if self.ack || self.looked_at.elapsed() >= self.link.options.consumer_poll_interval {
+            self.look_at_consumer()?;
+        }
+        if self.ack {
+            Err(Error::Suspended)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads the consumer sector and acknowledges a changed suspend flag.
+    fn look_at_consumer(&mut self) -> Result<()> {
+        let c = self.link.read_state(Side::Consumer)?;
+        if c.position > self.published {
+            return Err(Corruption::ConsumerAheadOfProducer {
+                consumer: c.position,
+                producer: self.published,
+            }
+            .into());
+        }
+        format::check_positions(self.tail, c.position, self.link.geometry.capacity())?;
+        if c.position < self.consumer {
+            tracing::warn!(
+                was = self.consumer,
+                now = c.position,
+                "the consumer position moved backwards (a power cut in process-crash mode?)"
+            );
+        }
+        self.consumer = c.position;
+        self.looked_at = Instant::now();
+        self.acknowledge(c.flag)
+    }
+
+    /// Makes `suspend_ack` equal the consumer's `suspend` flag.
+    fn acknowledge(&mut self, suspend: bool) -> Result<()> {
+        if suspend != self.ack {
+            self.link.write_state(State {
+                position: self.published,
+                flag: suspend,
+            })?;
+            self.ack = suspend;
+        }
+        Ok(())
+    }
+
+    /// Appends one encoded item at `staging[end..]`, for a batch that began
+    /// at `head`. Returns the new end.
+    fn stage(&mut self, head: usize, end: usize, payload: &[u8]) -> Result<usize> {
+        let geometry = self.link.geometry;
+        let stream_len = geometry.item_len_fits(payload.len())? as usize;
+        let new_end = end + stream_len;
+        if (new_end - head) as u64 > geometry.capacity() {
+            return Err(Error::TooLarge {
+                needed: (new_end - head) as u64,
+                capacity: geometry.capacity(),
+            });
+        }
+        let ss = geometry.sector_size();
+        let sectors_len = new_end.div_ceil(ss) * ss;
+        if self.staging.len() < sectors_len {
+            // Grow geometrically, but never past what a batch can span.
+            let bound = (geometry.capacity() as usize + 2 * ss).max(sectors_len);
+            self.staging
+                .resize((self.staging.len() * 2).clamp(sectors_len, bound));
+        }
+        let header = format::encode_item_header(payload.len() as u32);
+        let body_start = end + layout::ITEM_HEADER_LEN as usize;
+        self.staging[end..body_start].copy_from_slice(&header);
+        self.staging[body_start..body_start + payload.len()].copy_from_slice(payload);
+        // Padding is never read, but zeroes keep images deterministic.
+        self.staging[body_start + payload.len()..new_end].fill(0);
+        Ok(new_end)
+    }
+
+    /// Writes `staging[..end]` at the tail, if the ring has room.
+    fn commit(&mut self, end: usize) -> Result<Position> {
+        let geometry = self.link.geometry;
+        let ss = geometry.sector_size();
+        let capacity = geometry.capacity();
+        let total = (end - self.head()) as u64;
+        if self.tail + total - self.consumer > capacity {
+            self.look_at_consumer()?;
+            if self.ack {
+                return Err(Error::Suspended);
+            }
+            if self.tail + total - self.consumer > capacity {
+                return Err(Error::Retry(RetryReason::Full));
+            }
+        }
+        let new_tail = self.tail + total;
+        let sectors = end.div_ceil(ss);
+        if end % ss != 0 {
+            // The bytes after the item in its last sector are free space,
+            // unless they wrap around onto data the consumer has not read.
+            let last = new_tail / ss as u64;
+            if (last + 1) * ss as u64 > self.consumer + capacity {
+                let from = end % ss;
+                let on_disk = self.link.read_stream_sector(last)?;
+                let keep = &on_disk[from..];
+                let last_start = (sectors - 1) * ss;
+                self.staging[last_start + from..last_start + ss].copy_from_slice(keep);
+            }
+        }
+        self.link
+            .write_stream(self.tail / ss as u64, &self.staging[..sectors * ss])?;
+        self.unflushed = true;
+        if new_tail % ss as u64 != 0 && sectors > 1 {
+            self.staging.copy_within((sectors - 1) * ss..sectors * ss, 0);
+        }
+        self.tail = new_tail;
+        Ok(Position::new(new_tail))
+    }
+}
+
+impl<D: BlockDevice, C: Codec> std::fmt::Debug for Producer<D, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("device", &self.link.device.describe())
+            .field("published", &self.published)
+            .field("tail", &self.tail)
+            .field("consumer", &self.consumer)
+            .field("suspend_ack", &self.ack)
+            .finish()
+    }
+}
