@@ -385,6 +385,24 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         }
         let new_tail = self.tail + total;
         let sectors = end.div_ceil(ss);
+        let data_sectors = geometry.data_sectors() as usize;
+        if sectors > data_sectors {
+            // The write wraps all the way round into the sector it started
+            // in (possible when it starts mid-sector and fills the ring):
+            // its last stream sector is its first device sector. Fold the
+            // last sector's bytes into the first, whose other bytes (our
+            // earlier items, and this write's start) are already right, and
+            // write every data sector once.
+            debug_assert_eq!(sectors, data_sectors + 1);
+            // (If the write then fails, the bytes overwritten in memory
+            // belong to items already released, so a retry is still right.)
+            self.staging.copy_within(data_sectors * ss..end, 0);
+            self.link
+                .write_stream(self.tail / ss as u64, &self.staging[..data_sectors * ss])?;
+            self.unflushed = true;
+            self.tail = new_tail;
+            return Ok(Position::new(new_tail));
+        }
         if end % ss != 0 {
             // The bytes after the item in its last sector are free space,
             // unless they wrap around onto data the consumer has not read.
