@@ -240,7 +240,9 @@ pub enum Error {
 
     /// The consumer has asked the producer to pause, and the producer has
     /// acknowledged. Not a fault: retry after the consumer resumes.
-    #[error("the ring is suspended: its consumer asked the producer to pause; retry after it resumes")]
+    #[error(
+        "the ring is suspended: its consumer asked the producer to pause; retry after it resumes"
+    )]
     Suspended,
 
     /// Sector 0 does not hold the ring signature.
@@ -262,7 +264,8 @@ pub enum Error {
     /// The sector size is not one the format supports.
     #[error(
         "unsupported sector size {sector_size}: it must be a power of two from {} to {} bytes",
-        layout::MIN_SECTOR_SIZE, layout::MAX_SECTOR_SIZE
+        layout::MIN_SECTOR_SIZE,
+        layout::MAX_SECTOR_SIZE
     )]
     BadSectorSize {
         /// The sector size asked for.

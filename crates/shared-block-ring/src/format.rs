@@ -5,13 +5,13 @@
 //! the crate sources and its constants live in [`crate::layout`].
 //!
 //! Nothing here trusts its input: every decoder returns a
-//! [`Corruption`](crate::Corruption) rather than panicking, and no length read
+//! [`Corruption`] rather than panicking, and no length read
 //! from a device is used before it has been checked against the ring's
 //! capacity.
 
 use std::fmt::{self, Write as _};
 
-use crate::error::{Corruption, Error, SignatureProblem, Side};
+use crate::error::{Corruption, Error, Side, SignatureProblem};
 use crate::layout::{self, item_stream_len};
 
 /// The shape of a ring on a device: its sector size and sector count.
@@ -100,10 +100,7 @@ impl Geometry {
         if count <= to_end {
             Runs([(start, count), (0, 0)])
         } else {
-            Runs([
-                (start, to_end),
-                (layout::FIRST_DATA_SECTOR, count - to_end),
-            ])
+            Runs([(start, to_end), (layout::FIRST_DATA_SECTOR, count - to_end)])
         }
     }
 
@@ -543,7 +540,10 @@ mod tests {
         assert!(matches!(g.item_len_fits(508), Ok(512)));
         assert!(matches!(
             g.item_len_fits(509),
-            Err(Error::TooLarge { needed: 513, capacity: 512 })
+            Err(Error::TooLarge {
+                needed: 513,
+                capacity: 512
+            })
         ));
     }
 }

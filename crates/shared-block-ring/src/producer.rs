@@ -419,7 +419,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             .write_stream(self.tail / ss as u64, &self.staging[..sectors * ss])?;
         self.unflushed = true;
         if new_tail % ss as u64 != 0 && sectors > 1 {
-            self.staging.copy_within((sectors - 1) * ss..sectors * ss, 0);
+            self.staging
+                .copy_within((sectors - 1) * ss..sectors * ss, 0);
         }
         self.tail = new_tail;
         Ok(Position::new(new_tail))

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use shared_block_ring::{
-    create, layout, Consumer, Error, MemDevice, Options, Position, Producer, RetryReason,
-    RingState,
+    create, layout, Consumer, Error, MemDevice, Options, Position, Producer, RetryReason, RingState,
 };
 
 #[derive(Debug, Clone)]
@@ -166,7 +165,13 @@ fn run(sectors: u64, eager: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     (Err(Error::Suspended), Err("suspended")) => {}
                     (Err(Error::TooLarge { .. }), Err("too large")) => {}
                     (Err(Error::Retry(RetryReason::Full)), Err("full")) => {}
-                    (r, e) => prop_assert!(false, "push {:?}: got {:?}, expected {:?}", lens, r.as_ref().map_err(|e| e.to_string()), e),
+                    (r, e) => prop_assert!(
+                        false,
+                        "push {:?}: got {:?}, expected {:?}",
+                        lens,
+                        r.as_ref().map_err(|e| e.to_string()),
+                        e
+                    ),
                 }
             }
             Op::ProducerAdvance(k) => {
@@ -201,11 +206,18 @@ fn run(sectors: u64, eager: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
             },
             Op::PopFrom(k) => {
                 if m.published.is_empty() {
-                    prop_assert!(consumer.pop_from(Position::new(m.consumer)).unwrap_err().is_retry());
+                    prop_assert!(consumer
+                        .pop_from(Position::new(m.consumer))
+                        .unwrap_err()
+                        .is_retry());
                     continue;
                 }
                 let k = k % m.published.len();
-                let from = if k == 0 { m.consumer } else { m.published[k - 1].0 };
+                let from = if k == 0 {
+                    m.consumer
+                } else {
+                    m.published[k - 1].0
+                };
                 let (next, got) = consumer.pop_from(Position::new(from)).unwrap();
                 prop_assert_eq!(next.offset(), m.published[k].0);
                 prop_assert_eq!(&got, &m.published[k].1);
@@ -234,9 +246,16 @@ fn run(sectors: u64, eager: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Suspend | Op::Resume => {
                 let want = matches!(op, Op::Suspend);
-                let r = if want { consumer.suspend() } else { consumer.resume() };
+                let r = if want {
+                    consumer.suspend()
+                } else {
+                    consumer.resume()
+                };
                 if m.suspend != m.ack {
-                    prop_assert!(matches!(r, Err(Error::Retry(RetryReason::HandshakePending))));
+                    prop_assert!(matches!(
+                        r,
+                        Err(Error::Retry(RetryReason::HandshakePending))
+                    ));
                 } else {
                     r.unwrap();
                     m.suspend = want;

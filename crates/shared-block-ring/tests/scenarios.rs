@@ -14,7 +14,9 @@ use shared_block_ring::{
 const LENGTHS: [usize; 6] = [0, 1, 507, 508, 509, 2000];
 
 fn payload(len: usize, seed: usize) -> Vec<u8> {
-    (0..len).map(|j| ((seed * 31 + j * 7) % 251) as u8).collect()
+    (0..len)
+        .map(|j| ((seed * 31 + j * 7) % 251) as u8)
+        .collect()
 }
 
 fn push_pop_scenario<D: BlockDevice + Clone>(disk: D, durability: Durability) {
@@ -67,7 +69,10 @@ fn original_push_pop_scenarios_in_memory() {
 fn original_push_pop_scenarios_on_a_file_in_both_modes() {
     for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
         let file = common::ring_file(16384);
-        push_pop_scenario(std::sync::Arc::new(FileDevice::open(file.path()).unwrap()), durability);
+        push_pop_scenario(
+            std::sync::Arc::new(FileDevice::open(file.path()).unwrap()),
+            durability,
+        );
     }
 }
 
@@ -198,7 +203,9 @@ fn push_many_writes_a_batch_all_or_nothing() {
     let mut producer = Producer::attach(disk.clone(), Options::new()).unwrap();
     let mut consumer = Consumer::attach(disk, Options::new()).unwrap();
     let items: Vec<Vec<u8>> = (0..10).map(|i| payload(100 + i, i)).collect();
-    let end = producer.push_many(items.iter().map(|v| v.as_slice())).unwrap();
+    let end = producer
+        .push_many(items.iter().map(|v| v.as_slice()))
+        .unwrap();
     producer.advance(end).unwrap();
     // 10 more do not fit now (2 x 10 x ~108 > 2560 - ...): nothing is written.
     let big: Vec<Vec<u8>> = (0..20).map(|i| payload(100, i)).collect();
@@ -262,8 +269,10 @@ fn blocking_helpers_wait_and_time_out() {
 fn one_producer_and_one_consumer_per_ring() {
     let file = common::ring_file(16384);
     create(&FileDevice::open(file.path()).unwrap()).unwrap();
-    let producer = Producer::attach(FileDevice::open(file.path()).unwrap(), Options::new()).unwrap();
-    let consumer = Consumer::attach(FileDevice::open(file.path()).unwrap(), Options::new()).unwrap();
+    let producer =
+        Producer::attach(FileDevice::open(file.path()).unwrap(), Options::new()).unwrap();
+    let consumer =
+        Consumer::attach(FileDevice::open(file.path()).unwrap(), Options::new()).unwrap();
     let e = Producer::attach(FileDevice::open(file.path()).unwrap(), Options::new()).unwrap_err();
     assert!(matches!(e, Error::Locked { .. }), "{e}");
     assert!(e.to_string().contains("producer role"), "{e}");
@@ -294,12 +303,16 @@ fn create_is_a_no_op_on_an_existing_ring() {
 fn debug_info_reports_both_sides() {
     let disk = MemDevice::new(512, 32);
     create(&disk).unwrap();
-    let mut producer = Producer::attach(disk.clone(), Options::new().queue("q").client("c"))
-        .unwrap();
+    let mut producer =
+        Producer::attach(disk.clone(), Options::new().queue("q").client("c")).unwrap();
     let p = producer.push(b"hello").unwrap();
     producer.advance(p).unwrap();
     let info = producer.debug_info().unwrap();
-    let get = |k: &str| info.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        info.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("producer/offset").as_deref(), Some("12"));
     assert_eq!(get("producer/suspend_ack").as_deref(), Some("false"));
     assert_eq!(get("consumer/offset").as_deref(), Some("0"));
@@ -311,8 +324,7 @@ fn utf8_and_json_codecs_carry_typed_items() {
     use shared_block_ring::{Json, Utf8};
     let disk = MemDevice::new(512, 32);
     create(&disk).unwrap();
-    let mut producer =
-        Producer::attach_with_codec(disk.clone(), Utf8, Options::new()).unwrap();
+    let mut producer = Producer::attach_with_codec(disk.clone(), Utf8, Options::new()).unwrap();
     let p = producer.push("héllo").unwrap();
     producer.advance(p).unwrap();
     producer.detach();

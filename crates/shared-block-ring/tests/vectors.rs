@@ -36,7 +36,11 @@ fn dir() -> PathBuf {
 fn manifest() -> Vec<Vector> {
     let text = std::fs::read_to_string(dir().join("manifest.json")).unwrap();
     let m: Manifest = serde_json::from_str(&text).unwrap();
-    assert!(m.vectors.len() >= 8, "manifest lists {} vectors", m.vectors.len());
+    assert!(
+        m.vectors.len() >= 8,
+        "manifest lists {} vectors",
+        m.vectors.len()
+    );
     m.vectors
 }
 
@@ -81,7 +85,12 @@ fn every_image_reads_back_as_the_manifest_says() {
         let info = c.debug_info().unwrap();
         let get = |k: &str| info.iter().find(|(key, _)| key == k).unwrap().1.clone();
         assert_eq!(get("consumer/suspend"), v.suspend.to_string(), "{}", v.file);
-        assert_eq!(get("producer/suspend_ack"), v.suspend_ack.to_string(), "{}", v.file);
+        assert_eq!(
+            get("producer/suspend_ack"),
+            v.suspend_ack.to_string(),
+            "{}",
+            v.file
+        );
         let expected_state = if v.suspend_ack {
             RingState::Suspended
         } else {
@@ -203,7 +212,9 @@ fn replay(v: &Vector) -> Vec<u8> {
             }
             let p = producer
                 .get_or_insert_with(|| Producer::attach(disk.clone(), Options::new()).unwrap());
-            let pos = p.push(&item).unwrap_or_else(|e| panic!("{}: {op}: {e}", v.file));
+            let pos = p
+                .push(&item)
+                .unwrap_or_else(|e| panic!("{}: {op}: {e}", v.file));
             p.advance(pos).unwrap();
             pushed += 1;
         } else if let Some(rest) = op.strip_prefix("pop+advance") {
@@ -288,7 +299,10 @@ fn sha256(bytes: &[u8]) -> String {
 
 #[test]
 fn a_ring_created_here_matches_a_fresh_original_image() {
-    let v = manifest().into_iter().find(|v| v.file == "fresh-16k.img").unwrap();
+    let v = manifest()
+        .into_iter()
+        .find(|v| v.file == "fresh-16k.img")
+        .unwrap();
     let disk = MemDevice::new(512, 32);
     create(&disk).unwrap();
     assert_eq!(disk.to_vec(), image(&v));

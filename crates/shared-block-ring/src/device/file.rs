@@ -2,8 +2,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -118,8 +118,8 @@ impl FileDevice {
         let meta = file.metadata().map_err(open_err)?;
         let block_device = meta.file_type().is_block_device();
         let (native_sector, bytes) = if block_device {
-            let logical = rustix::fs::ioctl_blksszget(&file)
-                .map_err(|e| open_err(e.into()))? as usize;
+            let logical =
+                rustix::fs::ioctl_blksszget(&file).map_err(|e| open_err(e.into()))? as usize;
             (logical, block_device_bytes(&file).map_err(open_err)?)
         } else if meta.file_type().is_file() {
             (layout::DEFAULT_FILE_SECTOR_SIZE, meta.len())
@@ -192,7 +192,10 @@ impl FileDevice {
             )
             .map_err(io::Error::from)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev2 wrote nothing"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev2 wrote nothing",
+                ));
             }
             buf = &buf[n..];
             offset += n as u64;
@@ -200,7 +203,12 @@ impl FileDevice {
         Ok(())
     }
 
-    fn ofd_lock(&self, side: Side, kind: libc::c_short, cmd: libc::c_int) -> io::Result<libc::flock> {
+    fn ofd_lock(
+        &self,
+        side: Side,
+        kind: libc::c_short,
+        cmd: libc::c_int,
+    ) -> io::Result<libc::flock> {
         // SAFETY: `flock` is a plain C struct for which all-zero is valid.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = kind;
@@ -223,9 +231,8 @@ fn block_device_bytes(file: &File) -> io::Result<u64> {
     const BLKGETSIZE64: rustix::ioctl::Opcode = rustix::ioctl::opcode::read::<u64>(0x12, 114);
     // SAFETY: BLKGETSIZE64 is a getter that writes one u64 (size_t on 64-bit
     // Linux), which is what `Getter` provides.
-    let size = unsafe {
-        rustix::ioctl::ioctl(file, rustix::ioctl::Getter::<BLKGETSIZE64, u64>::new())
-    };
+    let size =
+        unsafe { rustix::ioctl::ioctl(file, rustix::ioctl::Getter::<BLKGETSIZE64, u64>::new()) };
     size.map_err(io::Error::from)
 }
 
@@ -309,9 +316,7 @@ impl BlockDevice for FileDevice {
     fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
         match self.ofd_lock(side, libc::F_WRLCK as libc::c_short, libc::F_OFD_SETLK) {
             Ok(_) => Ok(Ok(())),
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => {
                 let inode = self.file.metadata().map(|m| m.ino()).unwrap_or(0);
                 Ok(Err(format!(
                     "another open handle on this host holds an open-file-description lock on \

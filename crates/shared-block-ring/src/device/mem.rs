@@ -102,9 +102,7 @@ impl BlockDevice for MemDevice {
         let mut inner = self.lock();
         let slot = &mut inner.locks[side as usize];
         if *slot {
-            Ok(Err(format!(
-                "another {side} handle on this memory device"
-            )))
+            Ok(Err(format!("another {side} handle on this memory device")))
         } else {
             *slot = true;
             Ok(Ok(()))
