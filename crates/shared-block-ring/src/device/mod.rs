@@ -100,6 +100,16 @@ pub trait BlockDevice: Send + Sync {
     }
 }
 
+/// Opens the device named by `spec`: a path to a regular file or a block
+/// device. (Network block device URIs are handled here too once that
+/// backend exists.) `options` apply to whichever backend `spec` selects.
+///
+/// # Errors
+/// As [`FileDevice::open_with`].
+pub fn open(spec: &str, options: &FileOptions) -> Result<Box<dyn BlockDevice>, crate::Error> {
+    Ok(Box::new(FileDevice::open_with(spec, options)?))
+}
+
 /// Checks that `len` bytes at `sector` are whole sectors within a device.
 pub(crate) fn check_range(
     sector_size: usize,
