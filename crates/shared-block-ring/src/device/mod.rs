@@ -4,7 +4,7 @@
 //! flushes its write cache. That is all the ring needs, so any storage with
 //! those three operations can carry a ring: [`FileDevice`] for regular files
 //! and kernel block devices, [`MemDevice`] for tests, and wrappers such as
-//! the fault-injecting device.
+//! the fault-injecting [`FaultDevice`].
 //!
 //! Buffers passed to a device should come from [`AlignedBuf`]: the file
 //! backend then hands them straight to the kernel with O_DIRECT (no copy).
@@ -16,10 +16,12 @@ use std::sync::Arc;
 use crate::error::Side;
 
 mod aligned;
+pub mod fault;
 mod file;
 mod mem;
 
 pub use aligned::AlignedBuf;
+pub use fault::{CrashPoint, FaultDevice, FaultOp, OpCounts, UnflushedSector};
 pub use file::{FileDevice, FileOptions};
 pub use mem::MemDevice;
 

@@ -1,0 +1,807 @@
+//! A fault-injecting wrapper for any [`BlockDevice`]: a volatile write
+//! cache, crashes and power cuts, and I/O errors on demand.
+//!
+//! This is how the crate proves its durability promise, and it is public so
+//! that applications can test their own recovery code the same way.
+//!
+//! # The cache model
+//!
+//! The wrapped device always holds every completed write: that is what
+//! other readers see, and what a *process* crash leaves. Beside it,
+//! [`FaultDevice`] remembers which sectors were written since the last
+//! [`flush`](BlockDevice::flush) and what they held on stable storage
+//! before. A *power cut* may keep any subset of those unflushed sector
+//! writes: every sector of every unflushed write independently survives or
+//! not, which covers a multi-sector write torn at any sector boundary (in
+//! any combination) and a cache that destages writes out of order. A single
+//! sector is never torn. [`write_durable`](BlockDevice::write_durable) is
+//! modelled as a FUA write: once it returns, its sectors are on stable
+//! storage (and no older cached version of them can resurface).
+//!
+//! # Crashes
+//!
+//! Every completed write and flush is a *crash point*; a durable write is
+//! two (once its data is in the cache, and once it is durable). Arm a crash
+//! with [`crash_after`](FaultDevice::crash_after): when the device reaches
+//! that crash point it freezes a [`CrashPoint`] and fails every later
+//! operation with `EIO`, as if the machine had stopped right there. The
+//! crash point then yields the image a process crash leaves
+//! ([`CrashPoint::process_crash_image`]) and every image a power cut may
+//! leave ([`CrashPoint::power_cut_images`]). Re-open such an image with
+//! [`MemDevice::from_bytes`](super::MemDevice::from_bytes) and check what
+//! your program finds there.
+//!
+//! # I/O errors
+//!
+//! [`fail_nth`](FaultDevice::fail_nth) fails one future read, write or
+//! flush with `EIO`; [`fail_all`](FaultDevice::fail_all) fails every one of
+//! that kind until [`clear_faults`](FaultDevice::clear_faults). A failed
+//! operation changes nothing on the device. [`counts`](FaultDevice::counts)
+//! tells how many operations of each kind were made.
+//!
+//! ```
+//! use shared_block_ring::device::{FaultDevice, FaultOp};
+//! use shared_block_ring::{create, Error, MemDevice, Options, Producer};
+//!
+//! let disk = FaultDevice::new(MemDevice::new(512, 16));
+//! create(&disk).unwrap();
+//! let mut producer = Producer::attach(disk.clone(), Options::new()).unwrap();
+//! let end = producer.push(b"hello").unwrap();
+//!
+//! // The flush that must precede publication fails: nothing is published.
+//! disk.fail_nth(FaultOp::Flush, 1);
+//! assert!(matches!(producer.advance(end), Err(Error::Io { .. })));
+//! producer.advance(end).unwrap(); // the fault has cleared
+//!
+//! // Pull the plug after the next push: the unflushed item may or may not
+//! // be on the disk, but the published one always is.
+//! disk.crash_after(1);
+//! producer.push(b"world").unwrap();
+//! let crash = disk.crash_point().unwrap();
+//! assert_eq!(crash.unflushed().len(), 1);
+//! for image in crash.power_cut_images(64, 0) {
+//!     let mut c = shared_block_ring::Consumer::attach(
+//!         MemDevice::from_bytes(512, image),
+//!         Options::new(),
+//!     )
+//!     .unwrap();
+//!     assert_eq!(c.pop().unwrap().1, b"hello");
+//! }
+//! ```
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{check_range, BlockDevice};
+use crate::error::Side;
+
+/// A kind of device operation, for [`FaultDevice::fail_nth`] and
+/// [`FaultDevice::fail_all`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultOp {
+    /// [`BlockDevice::read`].
+    Read,
+    /// [`BlockDevice::write`] and [`BlockDevice::write_durable`].
+    Write,
+    /// [`BlockDevice::flush`].
+    Flush,
+}
+
+impl FaultOp {
+    fn index(self) -> usize {
+        match self {
+            FaultOp::Read => 0,
+            FaultOp::Write => 1,
+            FaultOp::Flush => 2,
+        }
+    }
+}
+
+/// How many operations a [`FaultDevice`] has seen, failed ones included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Reads.
+    pub reads: u64,
+    /// Plain (cached) writes.
+    pub writes: u64,
+    /// Durable (FUA) writes.
+    pub durable_writes: u64,
+    /// Flushes.
+    pub flushes: u64,
+    /// Operations failed on purpose (injected faults and operations after
+    /// a crash).
+    pub failed: u64,
+    /// Crash points passed: one per completed write and flush, two per
+    /// completed durable write.
+    pub crash_points: u64,
+}
+
+/// One sector of an unflushed write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnflushedSector {
+    /// Which write it came from: writes are numbered from 0 in the order
+    /// the device received them.
+    pub write: u64,
+    /// The device sector.
+    pub sector: u64,
+    /// What the write put there.
+    pub data: Vec<u8>,
+}
+
+/// The device as it was at a crash: what is on stable storage, and the
+/// writes that were still in the volatile cache.
+#[derive(Debug, Clone)]
+pub struct CrashPoint {
+    sector_size: usize,
+    /// Every completed write: the image a process crash leaves.
+    completed: Vec<u8>,
+    /// For each sector written since the last flush, what stable storage
+    /// holds.
+    durable: BTreeMap<u64, Vec<u8>>,
+    /// Unflushed sector writes, oldest first.
+    unflushed: Vec<UnflushedSector>,
+}
+
+impl CrashPoint {
+    /// The device's sector size.
+    pub fn sector_size(&self) -> usize {
+        self.sector_size
+    }
+
+    /// The image a process crash leaves: every completed write, flushed or
+    /// not (the operating system or the device still holds them).
+    pub fn process_crash_image(&self) -> &[u8] {
+        &self.completed
+    }
+
+    /// The image a power cut leaves when the cache loses everything: only
+    /// flushed and durable writes.
+    pub fn durable_image(&self) -> Vec<u8> {
+        self.power_cut_image(|_| false)
+    }
+
+    /// The sector writes that were in the volatile cache, oldest first.
+    pub fn unflushed(&self) -> &[UnflushedSector] {
+        &self.unflushed
+    }
+
+    /// The image a power cut leaves when exactly the unflushed sector
+    /// writes for which `keep` returns true reached stable storage (applied
+    /// in order, so the latest kept version of a sector wins).
+    pub fn power_cut_image(&self, mut keep: impl FnMut(&UnflushedSector) -> bool) -> Vec<u8> {
+        let mut image = self.completed.clone();
+        for (&sector, data) in &self.durable {
+            self.put(&mut image, sector, data);
+        }
+        for u in &self.unflushed {
+            if keep(u) {
+                self.put(&mut image, u.sector, &u.data);
+            }
+        }
+        image
+    }
+
+    fn put(&self, image: &mut [u8], sector: u64, data: &[u8]) {
+        let start = sector as usize * self.sector_size;
+        image[start..start + data.len()].copy_from_slice(data);
+    }
+
+    /// Distinct images a power cut may leave, at most `limit` of them.
+    ///
+    /// When the unflushed sector writes are few enough (`2^n <= limit`),
+    /// this is every subset of them. Otherwise it is, in this order: the
+    /// durable image; the process-crash image; for every unflushed write,
+    /// the images of a cache that destaged in order up to that write and
+    /// then tore it at each sector boundary (from the front, then from the
+    /// back); every image missing exactly one sector write; every image
+    /// with exactly one; then random subsets (from `seed`) until `limit`
+    /// images or many fruitless tries. Images that come out byte-identical
+    /// (a sector rewritten with the same bytes) are given once.
+    pub fn power_cut_images(&self, limit: usize, seed: u64) -> PowerCutImages<'_> {
+        PowerCutImages {
+            point: self,
+            limit,
+            masks: MaskSource::new(self, limit, seed),
+            seen: HashSet::new(),
+            given: 0,
+        }
+    }
+
+    /// Which version of each dirty sector a subset leaves, hashed: equal
+    /// hashes mean (barring a 64-bit collision) equal images.
+    fn subset_hash(&self, mask: &[bool]) -> u64 {
+        let mut last: BTreeMap<u64, &[u8]> = BTreeMap::new();
+        for (sector, data) in &self.durable {
+            last.insert(*sector, data);
+        }
+        for (u, &kept) in self.unflushed.iter().zip(mask) {
+            if kept {
+                last.insert(u.sector, &u.data);
+            }
+        }
+        let mut h = DefaultHasher::new();
+        for (sector, data) in last {
+            sector.hash(&mut h);
+            data.hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+/// The images of [`CrashPoint::power_cut_images`].
+pub struct PowerCutImages<'a> {
+    point: &'a CrashPoint,
+    limit: usize,
+    masks: MaskSource,
+    seen: HashSet<u64>,
+    given: usize,
+}
+
+impl Iterator for PowerCutImages<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        while self.given < self.limit {
+            let mask = self.masks.next(self.point)?;
+            if self.seen.insert(self.point.subset_hash(&mask)) {
+                self.given += 1;
+                let mut i = 0;
+                return Some(self.point.power_cut_image(|_| {
+                    i += 1;
+                    mask[i - 1]
+                }));
+            }
+        }
+        None
+    }
+}
+
+/// Generates subsets of the unflushed sector writes as boolean masks.
+enum MaskSource {
+    /// Every subset, counting up.
+    All { n: usize, next: u64, end: u64 },
+    /// Structured subsets first, then random ones.
+    Sample {
+        structured: std::vec::IntoIter<Vec<bool>>,
+        rng: u64,
+        tries_left: usize,
+    },
+}
+
+impl MaskSource {
+    fn new(point: &CrashPoint, limit: usize, seed: u64) -> MaskSource {
+        let n = point.unflushed.len();
+        if n < 63 && (1u64 << n) <= limit as u64 {
+            return MaskSource::All {
+                n,
+                next: 0,
+                end: 1 << n,
+            };
+        }
+        let mut s: Vec<Vec<bool>> = vec![vec![false; n], vec![true; n]];
+        // In-order destaging up to each write, torn at every boundary.
+        let mut i = 0;
+        while i < n {
+            let w = point.unflushed[i].write;
+            let mut j = i;
+            while j < n && point.unflushed[j].write == w {
+                j += 1;
+            }
+            for cut in 0..=(j - i) {
+                let mut front = vec![false; n];
+                front[..i + cut].fill(true);
+                s.push(front);
+                let mut back = vec![false; n];
+                back[..i].fill(true);
+                back[j - cut..j].fill(true);
+                s.push(back);
+            }
+            i = j;
+        }
+        for k in 0..n {
+            let mut all_but = vec![true; n];
+            all_but[k] = false;
+            s.push(all_but);
+            let mut only = vec![false; n];
+            only[k] = true;
+            s.push(only);
+        }
+        MaskSource::Sample {
+            structured: s.into_iter(),
+            rng: seed ^ 0x5eed_0f_c4a5_u64,
+            // Duplicates are skipped by the caller; stop eventually even
+            // when few distinct images exist.
+            tries_left: limit.saturating_mul(4).max(64),
+        }
+    }
+
+    fn next(&mut self, point: &CrashPoint) -> Option<Vec<bool>> {
+        match self {
+            MaskSource::All { n, next, end } => {
+                if *next == *end {
+                    return None;
+                }
+                let m = *next;
+                *next += 1;
+                Some((0..*n).map(|i| m >> i & 1 == 1).collect())
+            }
+            MaskSource::Sample {
+                structured,
+                rng,
+                tries_left,
+            } => {
+                if let Some(m) = structured.next() {
+                    return Some(m);
+                }
+                if *tries_left == 0 {
+                    return None;
+                }
+                *tries_left -= 1;
+                // Vary the density too, so that nearly-all and nearly-none
+                // subsets are drawn as well as half-and-half ones.
+                let density = splitmix(rng) % 7 + 1;
+                Some(
+                    (0..point.unflushed.len())
+                        .map(|_| splitmix(rng) % 8 < density)
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+/// splitmix64: a few lines of deterministic, seedable randomness, so the
+/// library needs no random-number crate for this.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Wraps a [`BlockDevice`], modelling a volatile write cache, crashes and
+/// power cuts, and injecting I/O errors; see the [module
+/// documentation](self).
+///
+/// Clones share the wrapped device and all the fault state, so a producer
+/// and a consumer in one test can each own a clone. Role locks, the sector
+/// size, the size and read-only state pass through to the wrapped device.
+///
+/// Crash images hold a copy of the whole device: use small devices.
+pub struct FaultDevice<D: BlockDevice> {
+    shared: Arc<Shared<D>>,
+}
+
+impl<D: BlockDevice> Clone for FaultDevice<D> {
+    fn clone(&self) -> Self {
+        FaultDevice {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+struct Shared<D> {
+    inner: D,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    counts: OpCounts,
+    /// Per [`FaultOp`]: fail the op when this countdown reaches 1.
+    fail_in: [Option<u64>; 3],
+    /// Per [`FaultOp`]: fail every op of this kind.
+    fail_always: [bool; 3],
+    /// Crash when `counts.crash_points` reaches this.
+    crash_at: Option<u64>,
+    crashed: Option<CrashPoint>,
+    /// Stable contents of every sector written since the last flush.
+    durable: BTreeMap<u64, Vec<u8>>,
+    unflushed: Vec<UnflushedSector>,
+    next_write: u64,
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
+}
+
+impl<D: BlockDevice> FaultDevice<D> {
+    /// Wraps `inner`, whose current contents count as durable.
+    pub fn new(inner: D) -> FaultDevice<D> {
+        FaultDevice {
+            shared: Arc::new(Shared {
+                inner,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The wrapped device.
+    pub fn inner(&self) -> &D {
+        &self.shared.inner
+    }
+
+    /// Operations seen so far.
+    pub fn counts(&self) -> OpCounts {
+        self.lock().counts
+    }
+
+    /// Fails the `n`-th next operation of kind `op` (1 is the very next)
+    /// with `EIO`, once. Replaces an earlier `fail_nth` of that kind.
+    pub fn fail_nth(&self, op: FaultOp, n: u64) {
+        self.lock().fail_in[op.index()] = Some(n.max(1));
+    }
+
+    /// Fails every operation of kind `op` with `EIO` until
+    /// [`clear_faults`](Self::clear_faults).
+    pub fn fail_all(&self, op: FaultOp) {
+        self.lock().fail_always[op.index()] = true;
+    }
+
+    /// Cancels every pending [`fail_nth`](Self::fail_nth) and
+    /// [`fail_all`](Self::fail_all). A crash is not undone.
+    pub fn clear_faults(&self) {
+        let mut s = self.lock();
+        s.fail_in = [None; 3];
+        s.fail_always = [false; 3];
+    }
+
+    /// Arms a crash `points` crash points from now (0: crash now). From the
+    /// crash on, every operation fails with `EIO`, and
+    /// [`crash_point`](Self::crash_point) returns what the device held.
+    pub fn crash_after(&self, points: u64) {
+        let mut s = self.lock();
+        let at = s.counts.crash_points + points;
+        s.crash_at = Some(at);
+        self.check_crash(&mut s);
+    }
+
+    /// The device as it was at the crash, once one has happened.
+    pub fn crash_point(&self) -> Option<CrashPoint> {
+        self.lock().crashed.clone()
+    }
+
+    /// True once an armed crash has happened.
+    pub fn has_crashed(&self) -> bool {
+        self.lock().crashed.is_some()
+    }
+
+    /// What a crash right now would leave, without crashing.
+    ///
+    /// # Errors
+    /// A read error of the wrapped device.
+    pub fn snapshot(&self) -> io::Result<CrashPoint> {
+        let s = self.lock();
+        self.freeze(&s)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is updated in whole steps; a panic elsewhere while it is
+        // held leaves it usable.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn freeze(&self, s: &State) -> io::Result<CrashPoint> {
+        let inner = &self.shared.inner;
+        let ss = inner.sector_size();
+        let mut completed = vec![0u8; ss * inner.sectors() as usize];
+        inner.read(0, &mut completed)?;
+        Ok(CrashPoint {
+            sector_size: ss,
+            completed,
+            durable: s.durable.clone(),
+            unflushed: s.unflushed.clone(),
+        })
+    }
+
+    /// Crashes if the armed crash point has been reached.
+    fn check_crash(&self, s: &mut State) {
+        if s.crashed.is_none() && s.crash_at.is_some_and(|at| s.counts.crash_points >= at) {
+            // A device that cannot be read back cannot be crashed
+            // meaningfully; keep an empty image rather than panic.
+            let point = self.freeze(s).unwrap_or_else(|_| CrashPoint {
+                sector_size: self.shared.inner.sector_size(),
+                completed: Vec::new(),
+                durable: BTreeMap::new(),
+                unflushed: Vec::new(),
+            });
+            s.crashed = Some(point);
+        }
+    }
+
+    /// Passes one crash point.
+    fn crash_point_passed(&self, s: &mut State) {
+        s.counts.crash_points += 1;
+        self.check_crash(s);
+    }
+
+    /// Whether this operation must fail: after a crash, or by an injected
+    /// fault. Counts the failure.
+    fn should_fail(&self, s: &mut State, op: FaultOp) -> bool {
+        let i = op.index();
+        let fail = if s.crashed.is_some() || s.fail_always[i] {
+            true
+        } else {
+            match s.fail_in[i] {
+                Some(1) => {
+                    s.fail_in[i] = None;
+                    true
+                }
+                Some(n) => {
+                    s.fail_in[i] = Some(n - 1);
+                    false
+                }
+                None => false,
+            }
+        };
+        if fail {
+            s.counts.failed += 1;
+        }
+        fail
+    }
+
+    /// Records the stable contents of the sectors `sector..` about to be
+    /// overwritten, and the write itself as unflushed.
+    fn cache_write(&self, s: &mut State, sector: u64, buf: &[u8]) -> io::Result<()> {
+        let inner = &self.shared.inner;
+        let ss = inner.sector_size();
+        check_range(ss, inner.sectors(), sector, buf.len())?;
+        let write = s.next_write;
+        s.next_write += 1;
+        for (i, data) in buf.chunks(ss).enumerate() {
+            let at = sector + i as u64;
+            if !s.durable.contains_key(&at) {
+                // Not written since the last flush: what the device holds
+                // now is what stable storage holds.
+                let mut old = vec![0u8; ss];
+                inner.read(at, &mut old)?;
+                s.durable.insert(at, old);
+            }
+            s.unflushed.push(UnflushedSector {
+                write,
+                sector: at,
+                data: data.to_vec(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
+    fn sector_size(&self) -> usize {
+        self.shared.inner.sector_size()
+    }
+
+    fn sectors(&self) -> u64 {
+        self.shared.inner.sectors()
+    }
+
+    fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut s = self.lock();
+        s.counts.reads += 1;
+        if self.should_fail(&mut s, FaultOp::Read) {
+            return Err(eio());
+        }
+        self.shared.inner.read(sector, buf)
+    }
+
+    fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        let mut s = self.lock();
+        s.counts.writes += 1;
+        if self.should_fail(&mut s, FaultOp::Write) {
+            return Err(eio());
+        }
+        self.cache_write(&mut s, sector, buf)?;
+        self.shared.inner.write(sector, buf)?;
+        self.crash_point_passed(&mut s);
+        Ok(())
+    }
+
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        let mut s = self.lock();
+        s.counts.durable_writes += 1;
+        if self.should_fail(&mut s, FaultOp::Write) {
+            return Err(eio());
+        }
+        // First the data reaches the cache (a crash here may or may not
+        // keep it), then it is durable.
+        self.cache_write(&mut s, sector, buf)?;
+        self.shared.inner.write_durable(sector, buf)?;
+        self.crash_point_passed(&mut s);
+        if s.crashed.is_some() {
+            return Err(eio());
+        }
+        let ss = self.shared.inner.sector_size() as u64;
+        let end = sector + buf.len() as u64 / ss;
+        // Stable storage now holds these sectors' latest version, and no
+        // older cached version of them can be destaged over it.
+        s.unflushed.retain(|u| !(sector..end).contains(&u.sector));
+        for at in sector..end {
+            s.durable.remove(&at);
+        }
+        self.crash_point_passed(&mut s);
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let mut s = self.lock();
+        s.counts.flushes += 1;
+        if self.should_fail(&mut s, FaultOp::Flush) {
+            return Err(eio());
+        }
+        self.shared.inner.flush()?;
+        s.durable.clear();
+        s.unflushed.clear();
+        self.crash_point_passed(&mut s);
+        Ok(())
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.shared.inner.is_read_only()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "fault-injecting device over {}",
+            self.shared.inner.describe()
+        )
+    }
+
+    fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
+        self.shared.inner.try_lock(side)
+    }
+
+    fn unlock(&self, side: Side) {
+        self.shared.inner.unlock(side)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::MemDevice;
+
+    fn sector(b: u8) -> Vec<u8> {
+        vec![b; 512]
+    }
+
+    fn at(image: &[u8], s: usize) -> u8 {
+        image[s * 512]
+    }
+
+    #[test]
+    fn counts_and_nth_faults() {
+        let d = FaultDevice::new(MemDevice::new(512, 8));
+        let mut buf = sector(0);
+        d.fail_nth(FaultOp::Read, 2);
+        d.read(0, &mut buf).unwrap();
+        assert_eq!(
+            d.read(0, &mut buf).unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+        d.read(0, &mut buf).unwrap();
+        d.fail_nth(FaultOp::Write, 1);
+        assert!(d.write(1, &sector(9)).is_err());
+        // A failed write changes nothing.
+        d.read(1, &mut buf).unwrap();
+        assert_eq!(buf, sector(0));
+        d.write(1, &sector(9)).unwrap();
+        d.fail_all(FaultOp::Flush);
+        assert!(d.flush().is_err());
+        assert!(d.flush().is_err());
+        d.clear_faults();
+        d.flush().unwrap();
+        d.write_durable(2, &sector(3)).unwrap();
+        assert_eq!(
+            d.counts(),
+            OpCounts {
+                reads: 4,
+                writes: 2,
+                durable_writes: 1,
+                flushes: 3,
+                failed: 4,
+                crash_points: 4,
+            }
+        );
+    }
+
+    #[test]
+    fn power_cuts_keep_any_subset_of_unflushed_sectors() {
+        let d = FaultDevice::new(MemDevice::new(512, 8));
+        d.write(1, &sector(1)).unwrap();
+        d.flush().unwrap();
+        // Two unflushed writes: one of two sectors, one of one sector that
+        // overwrites the first write's second sector.
+        d.write(2, &[sector(2), sector(2)].concat()).unwrap();
+        d.write(3, &sector(4)).unwrap();
+        let p = d.snapshot().unwrap();
+        assert_eq!(p.unflushed().len(), 3);
+        assert_eq!(at(p.process_crash_image(), 3), 4);
+        let durable = p.durable_image();
+        assert_eq!((at(&durable, 1), at(&durable, 2), at(&durable, 3)), (1, 0, 0));
+        let images: Vec<Vec<u8>> = p.power_cut_images(1000, 0).collect();
+        // Sector 2: old or new (2 ways); sector 3: old, first or second
+        // write (3 ways): 6 distinct images of 8 subsets.
+        assert_eq!(images.len(), 6);
+        let mut seen: Vec<(u8, u8)> = images.iter().map(|i| (at(i, 2), at(i, 3))).collect();
+        seen.sort();
+        assert_eq!(seen, vec![(0, 0), (0, 2), (0, 4), (2, 0), (2, 2), (2, 4)]);
+        assert!(images.iter().all(|i| at(i, 1) == 1));
+        // A limit is honoured.
+        assert_eq!(p.power_cut_images(4, 0).count(), 4);
+    }
+
+    #[test]
+    fn sampling_covers_tears_when_there_are_many_writes() {
+        let d = FaultDevice::new(MemDevice::new(512, 40));
+        for i in 0..4u8 {
+            d.write(3 + 8 * i as u64, &vec![i + 1; 512 * 8]).unwrap();
+        }
+        let p = d.snapshot().unwrap();
+        assert_eq!(p.unflushed().len(), 32);
+        let images: Vec<Vec<u8>> = p.power_cut_images(500, 7).collect();
+        assert_eq!(images.len(), 500);
+        // Every prefix tear of the third write (after the first two) is there.
+        for cut in 0..=8usize {
+            assert!(images.iter().any(|i| {
+                (3..19).all(|s| at(i, s) != 0)
+                    && (19..27).all(|s| (at(i, s) != 0) == (s < 19 + cut))
+                    && (27..35).all(|s| at(i, s) == 0)
+            }));
+        }
+    }
+
+    #[test]
+    fn durable_writes_and_flushes_empty_the_cache() {
+        let d = FaultDevice::new(MemDevice::new(512, 8));
+        d.write(3, &sector(1)).unwrap();
+        d.write(4, &sector(1)).unwrap();
+        d.write_durable(3, &sector(2)).unwrap();
+        let p = d.snapshot().unwrap();
+        // Sector 3 is durable at its latest version; sector 4 is unflushed.
+        assert_eq!(p.unflushed().len(), 1);
+        assert!(p.power_cut_images(100, 0).all(|i| at(&i, 3) == 2));
+        d.flush().unwrap();
+        assert!(d.snapshot().unwrap().unflushed().is_empty());
+    }
+
+    #[test]
+    fn a_crash_freezes_the_device() {
+        let d = FaultDevice::new(MemDevice::new(512, 8));
+        d.write(3, &sector(1)).unwrap();
+        d.crash_after(2);
+        d.write(4, &sector(1)).unwrap();
+        // The durable write's first half is the second crash point: it
+        // reaches the cache but does not return success.
+        assert!(d.write_durable(5, &sector(1)).is_err());
+        assert!(d.has_crashed());
+        let mut buf = sector(0);
+        assert!(d.read(0, &mut buf).is_err());
+        assert!(d.write(6, &sector(1)).is_err());
+        let p = d.crash_point().unwrap();
+        assert_eq!(p.unflushed().len(), 3);
+        assert_eq!(at(p.process_crash_image(), 5), 1);
+        assert_eq!(at(p.process_crash_image(), 6), 0);
+        assert_eq!(p.power_cut_images(100, 0).count(), 8);
+        // crash_after(0) crashes at once.
+        let d = FaultDevice::new(MemDevice::new(512, 8));
+        d.crash_after(0);
+        assert!(d.has_crashed());
+    }
+
+    #[test]
+    fn locks_pass_through() {
+        let mem = MemDevice::new(512, 8);
+        let a = FaultDevice::new(mem.clone());
+        assert!(a.try_lock(Side::Producer).unwrap().is_ok());
+        assert!(mem.try_lock(Side::Producer).unwrap().is_err());
+        assert!(a.clone().try_lock(Side::Producer).unwrap().is_err());
+        a.unlock(Side::Producer);
+        assert!(mem.try_lock(Side::Producer).unwrap().is_ok());
+        assert!(a.describe().contains("memory device"));
+    }
+}
