@@ -722,7 +722,10 @@ mod tests {
         assert_eq!(p.unflushed().len(), 3);
         assert_eq!(at(p.process_crash_image(), 3), 4);
         let durable = p.durable_image();
-        assert_eq!((at(&durable, 1), at(&durable, 2), at(&durable, 3)), (1, 0, 0));
+        assert_eq!(
+            (at(&durable, 1), at(&durable, 2), at(&durable, 3)),
+            (1, 0, 0)
+        );
         let images: Vec<Vec<u8>> = p.power_cut_images(1000, 0).collect();
         // Sector 2: old or new (2 ways); sector 3: old, first or second
         // write (3 ways): 6 distinct images of 8 subsets.
