@@ -311,7 +311,7 @@ impl MaskSource {
         }
         MaskSource::Sample {
             structured: s.into_iter(),
-            rng: seed ^ 0x5eed_0f_c4a5_u64,
+            rng: seed ^ 0x5eed_0fc4_a5a5_u64,
             // Duplicates are skipped by the caller; stop eventually even
             // when few distinct images exist.
             tries_left: limit.saturating_mul(4).max(64),
@@ -554,12 +554,12 @@ impl<D: BlockDevice> FaultDevice<D> {
         s.next_write += 1;
         for (i, data) in buf.chunks(ss).enumerate() {
             let at = sector + i as u64;
-            if !s.durable.contains_key(&at) {
+            if let std::collections::btree_map::Entry::Vacant(e) = s.durable.entry(at) {
                 // Not written since the last flush: what the device holds
                 // now is what stable storage holds.
                 let mut old = vec![0u8; ss];
                 inner.read(at, &mut old)?;
-                s.durable.insert(at, old);
+                e.insert(old);
             }
             s.unflushed.push(UnflushedSector {
                 write,
