@@ -78,7 +78,7 @@ impl Workload {
     ) -> Workload {
         let mut rng = StdRng::seed_from_u64(seed);
         let capacity = (sectors as usize - 3) * sector_size;
-        let mut size = |rng: &mut StdRng| match rng.random_range(0..10) {
+        let size = |rng: &mut StdRng| match rng.random_range(0..10) {
             0 => 0,
             1..=5 => rng.random_range(1..200),
             6..=8 => rng.random_range(200..sector_size * 2),
