@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs one fuzz target for a bounded time and fails on any crash, hang,
+# panic or memory-bound breach.
+#
+#   fuzz/run.sh TARGET SECONDS [more libFuzzer flags]
+#
+# Targets: format, attach, model. Works on the stable toolchain through
+# RUSTC_BOOTSTRAP=1 (cargo fuzz passes -Z flags to rustc); see
+# crates/shared-block-ring/RELIABILITY.md. New inputs go to
+# fuzz/corpus/TARGET (not committed); fuzz/seeds/TARGET is the committed
+# seed corpus. A crashing input is saved under fuzz/artifacts/TARGET.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ $# -lt 2 ]; then
+  echo "usage: fuzz/run.sh TARGET SECONDS [libFuzzer flags]" >&2
+  exit 2
+fi
+target=$1
+seconds=$2
+shift 2
+
+export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+
+mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target"
+# -timeout: one input taking more than 10 s is a hang.
+# -rss_limit_mb / -malloc_limit_mb: gross memory abuse (an allocation sized
+#   by a hostile length). The tight per-ring bound is enforced inside the
+#   targets (fuzz/src/lib.rs).
+exec cargo fuzz run --fuzz-dir fuzz "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+  -max_total_time="$seconds" \
+  -timeout=10 \
+  -rss_limit_mb=1024 \
+  -malloc_limit_mb=64 \
+  -print_final_stats=1 \
+  "$@"
