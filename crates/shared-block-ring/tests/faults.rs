@@ -9,6 +9,8 @@ use shared_block_ring::{
 };
 
 type Dev = FaultDevice<MemDevice>;
+/// Consumer position, producer position, and the items between them.
+type Contents = (u64, u64, Vec<Vec<u8>>);
 
 fn options(durability: Durability) -> Options {
     Options::new()
@@ -53,7 +55,7 @@ impl Ring {
     }
 
     /// What a fresh consumer finds on the device: positions and items.
-    fn contents(&self) -> (u64, u64, Vec<Vec<u8>>) {
+    fn contents(&self) -> Contents {
         // Through a copy: our own consumer may hold the consumer lock.
         let copy = MemDevice::from_bytes(512, self.dev.inner().to_vec());
         let mut c = Consumer::attach(copy, Options::new()).unwrap();
@@ -152,7 +154,7 @@ fn setup(name: &str, durability: Durability) -> Ring {
 }
 
 /// How many operations of each kind `op` makes, from a clean run.
-fn profile(name: &str, op: Op, durability: Durability) -> ([u64; 3], (u64, u64, Vec<Vec<u8>>)) {
+fn profile(name: &str, op: Op, durability: Durability) -> ([u64; 3], Contents) {
     let mut r = setup(name, durability);
     let before = r.dev.counts();
     op(&mut r).unwrap_or_else(|e| panic!("{name} without faults: {e}"));
