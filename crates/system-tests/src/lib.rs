@@ -10,12 +10,17 @@ use std::process::{Child, Command};
 /// is room) so that a misplaced item is easy to name.
 pub fn item(seed: u64, i: u64, max_len: usize) -> Vec<u8> {
     let h = mix(seed ^ mix(i));
-    let len = (h % (max_len as u64 + 1)) as usize;
+    let len = item_len(seed, i, max_len);
     let mut v: Vec<u8> = (0..len).map(|j| (mix(h ^ j as u64) >> 56) as u8).collect();
     let tag = i.to_le_bytes();
     let n = len.min(8);
     v[..n].copy_from_slice(&tag[..n]);
     v
+}
+
+/// The length of [`item`]`(seed, i, max_len)`, without making it.
+pub fn item_len(seed: u64, i: u64, max_len: usize) -> usize {
+    (mix(seed ^ mix(i)) % (max_len as u64 + 1)) as usize
 }
 
 /// splitmix64's finaliser: a cheap, well-mixed hash.
