@@ -34,6 +34,11 @@ pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     tail: u64,
     /// The consumer position as last read.
     consumer: u64,
+    /// A consumer position known to be on stable storage (power-loss
+    /// mode). Space released beyond it may still be claimed by a consumer
+    /// write in flight (visible, not yet durable): it is not overwritten
+    /// before a flush makes that position durable.
+    consumer_durable: u64,
     /// Our `suspend_ack` as on the device.
     ack: bool,
     /// When the consumer sector was last read.
@@ -92,6 +97,9 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             published: p.position,
             tail: p.position,
             consumer: c.position,
+            // Unknown until our first flush: the consumer may be advancing
+            // right now.
+            consumer_durable: 0,
             ack: p.flag,
             looked_at: Instant::now(),
             unflushed: false,
@@ -274,14 +282,39 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             return Ok(());
         }
         if self.link.options.durability == Durability::PowerLoss && self.unflushed {
-            self.link.flush()?;
-            self.unflushed = false;
+            self.flush()?;
         }
         self.link.write_state(State {
             position: p,
             flag: self.ack,
         })?;
         self.published = p;
+        Ok(())
+    }
+
+    /// Flushes the device: our data, and any consumer position we have
+    /// read (it was on the device, so the flush makes it durable).
+    fn flush(&mut self) -> Result<()> {
+        let seen = self.consumer;
+        self.link.flush()?;
+        self.unflushed = false;
+        self.consumer_durable = self.consumer_durable.max(seen);
+        Ok(())
+    }
+
+    /// In the power-loss mode, before a write that ends at stream position
+    /// `write_end` (a sector boundary): if it reaches into space released
+    /// by a consumer position that may not be durable yet, flush first.
+    /// Otherwise a power cut could keep our write but lose the consumer's,
+    /// and the consumer would re-read overwritten items.
+    fn protect_released(&mut self, write_end: u64) -> Result<()> {
+        let capacity = self.link.geometry.capacity();
+        if self.link.options.durability == Durability::PowerLoss
+            && self.consumer_durable < self.consumer
+            && write_end > self.consumer_durable + capacity
+        {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -386,6 +419,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         let new_tail = self.tail + total;
         let sectors = end.div_ceil(ss);
         let data_sectors = geometry.data_sectors() as usize;
+        let write_start = self.tail - self.head() as u64;
+        self.protect_released(write_start + (sectors * ss) as u64)?;
         if sectors > data_sectors {
             // The write wraps all the way round into the sector it started
             // in (possible when it starts mid-sector and fills the ring):

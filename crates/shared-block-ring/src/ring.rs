@@ -18,7 +18,9 @@ pub enum Durability {
     /// data before it writes the pointer that publishes it, and `advance`
     /// (either side) returns only once the new pointer is on stable
     /// storage. Costs two cache flushes per producer `advance` and one per
-    /// consumer `advance`, whatever the number of items.
+    /// consumer `advance`, whatever the number of items, plus a flush
+    /// before the producer overwrites space whose release it has not yet
+    /// seen made durable (at most once per consumer position it reads).
     #[default]
     PowerLoss,
     /// Survives a crash of either process, not a power cut: the original

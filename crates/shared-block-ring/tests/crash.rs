@@ -557,3 +557,70 @@ fn process_crash_mode_survives_every_process_crash() {
         .collect();
     check_all("process-crash", workloads, 10_000);
 }
+
+/// Regression test: a consumer `advance` whose write has reached the device
+/// (so the producer can read the new position) but is not yet durable, as
+/// while a FUA write is in flight. The producer must not overwrite the
+/// space that advance releases until the new consumer position is on
+/// stable storage: otherwise a power cut can bring back the old consumer
+/// position over overwritten data, and the consumer would then re-deliver
+/// garbage in place of the items it had not finished releasing.
+///
+/// The consumer here writes in the process-crash mode only to stage that
+/// in-flight state exactly: its position written, visible, not flushed.
+#[test]
+fn a_consumer_advance_in_flight_does_not_expose_overwritten_items_after_a_power_cut() {
+    for eager in [true, false] {
+        let dev = FaultDevice::new(MemDevice::new(512, 8)); // 2560 bytes of data
+        create(&dev).unwrap();
+        let interval = if eager {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(3600)
+        };
+        let opts = Options::new().consumer_poll_interval(interval);
+        let mut p = Producer::attach(dev.clone(), opts.clone()).unwrap();
+        let mut items = BTreeMap::new();
+        let mut at = 0u64;
+        for i in 0..5u64 {
+            let it = item_bytes(7, i, 500);
+            let end = p.push(&it).unwrap().offset();
+            items.insert(at, (end, it));
+            at = end;
+        }
+        p.advance(Position::new(at)).unwrap();
+        let mut c = Consumer::attach(
+            dev.clone(),
+            opts.clone().durability(Durability::ProcessCrash),
+        )
+        .unwrap();
+        let released = items.keys().nth(3).copied().unwrap();
+        c.advance(Position::new(released)).unwrap();
+        // The producer sees the new position and fills the released space.
+        for i in 5..8u64 {
+            p.push(&item_bytes(7, i, 500)).unwrap();
+        }
+        dev.crash_after(0);
+        let point = dev.crash_point().unwrap();
+        let mut states = 0;
+        for image in point.power_cut_images(4096, 1) {
+            let mut c =
+                Consumer::attach(MemDevice::from_bytes(512, image), Options::new()).unwrap();
+            let from = c.position();
+            c.for_each_bytes(from, |start, next, bytes| {
+                let (end, want) = &items[&start.offset()];
+                assert_eq!(
+                    (next.offset(), bytes),
+                    (*end, want.as_slice()),
+                    "eager {eager}: the item at {} came back overwritten (consumer at {})",
+                    start.offset(),
+                    from.offset()
+                );
+                Ok(())
+            })
+            .unwrap();
+            states += 1;
+        }
+        assert!(states > 1);
+    }
+}
