@@ -299,17 +299,22 @@ pub fn check_item(
 ) -> Result<(usize, u64), Corruption> {
     let len = u32::from_le_bytes(header);
     let available = producer.saturating_sub(position);
-    if layout::ITEM_HEADER_LEN + len as u64 > available {
-        let (sector, byte) = geometry.locate(position);
-        return Err(Corruption::ItemPastProducer {
-            position,
-            len,
-            producer,
-            sector,
-            byte,
-        });
+    // The next position rounds up to a multiple of 4: with an unaligned
+    // `position` at the very top of the u64 range it could overflow, so it
+    // is computed checked (the library only passes aligned positions).
+    match position.checked_add(item_stream_len(len as u64)) {
+        Some(next) if layout::ITEM_HEADER_LEN + len as u64 <= available => Ok((len as usize, next)),
+        _ => {
+            let (sector, byte) = geometry.locate(position);
+            Err(Corruption::ItemPastProducer {
+                position,
+                len,
+                producer,
+                sector,
+                byte,
+            })
+        }
     }
-    Ok((len as usize, position + item_stream_len(len as u64)))
 }
 
 #[cfg(test)]
@@ -532,6 +537,11 @@ mod tests {
         ));
         // Zero-length items are fine.
         assert_eq!(check_item(&g, 8, [0; 4], 12), Ok((0, 12)));
+        // An unaligned position at the top of the range does not overflow.
+        assert!(matches!(
+            check_item(&g, u64::MAX - 6, [1, 0, 0, 0], u64::MAX),
+            Err(Corruption::ItemPastProducer { len: 1, .. })
+        ));
     }
 
     #[test]
