@@ -10,8 +10,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shared_block_ring::{
-    create, layout, Consumer, Error, MemDevice, Options, Position, Producer, RetryReason,
-    RingState,
+    create, layout, Consumer, Error, MemDevice, Options, Position, Producer, RetryReason, RingState,
 };
 
 #[derive(Debug, Arbitrary)]
@@ -144,7 +143,10 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
             },
             Op::PopFrom(k) => {
                 if published.is_empty() {
-                    assert!(consumer.pop_from(Position::new(cpos)).unwrap_err().is_retry());
+                    assert!(consumer
+                        .pop_from(Position::new(cpos))
+                        .unwrap_err()
+                        .is_retry());
                     continue;
                 }
                 let k = usize::from(*k) % published.len();
@@ -177,7 +179,10 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
                     consumer.resume()
                 };
                 if suspend != ack {
-                    assert!(matches!(r, Err(Error::Retry(RetryReason::HandshakePending))));
+                    assert!(matches!(
+                        r,
+                        Err(Error::Retry(RetryReason::HandshakePending))
+                    ));
                 } else {
                     r.unwrap();
                     suspend = want;
