@@ -6,7 +6,9 @@
 //!
 //! * A [`BlockDevice`] is where the ring lives: a [`FileDevice`] (a regular
 //!   file or a kernel block device, with O_DIRECT), a [`MemDevice`] for
-//!   tests, or anything else that reads and writes sectors.
+//!   tests, or anything else that reads and writes sectors. A
+//!   [`device::FaultDevice`] wraps any of them to simulate crashes, power
+//!   cuts and I/O errors in tests.
 //! * [`create`] writes an empty ring onto a device.
 //! * A [`Producer`] pushes items and publishes them with `advance`; a
 //!   [`Consumer`] pops them and releases them with its own `advance`. The two
@@ -18,7 +20,9 @@
 //!   default) or only a process crash (the original's behaviour, faster).
 //!
 //! The on-disk format is documented in `FORMAT.md` beside the crate
-//! sources, and every layout constant lives in [`layout`].
+//! sources, and every layout constant lives in [`layout`]. What survives
+//! which crash, the assumptions about the device, and the tests that prove
+//! it are in `RELIABILITY.md` beside it.
 //!
 //! # Example
 //!
