@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Counts live heap bytes and aborts when they exceed the armed bound.
 pub struct BoundedAlloc;
 
+/// Every fuzz target links this crate, so this is their allocator.
+#[global_allocator]
+static ALLOCATOR: BoundedAlloc = BoundedAlloc;
+
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Live bytes allowed; `usize::MAX` when no bound is armed.
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
