@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn exercise(disk: &MemDevice, len: usize) {
     // A small read-ahead on some inputs, to cross read boundaries.
-    let read_ahead = if len % 3 == 0 { 4 << 20 } else { 700 };
+    let read_ahead = if len.is_multiple_of(3) { 4 << 20 } else { 700 };
     let options = Options::new()
         .read_ahead(read_ahead)
         .consumer_poll_interval(std::time::Duration::ZERO);
@@ -72,8 +72,8 @@ fn exercise(disk: &MemDevice, len: usize) {
         let _ = c.debug_info();
         let _ = c.suspend();
         let _ = c.resume();
-        let _ = c.advance(Position::new(u64::MAX & !3));
-        let _ = c.pop_from(Position::new(u64::MAX & !3));
+        let _ = c.advance(Position::new(!3));
+        let _ = c.pop_from(Position::new(!3));
     }
     if let Ok(mut p) = Producer::attach(disk.clone(), options) {
         let capacity = p.geometry().capacity() as usize;
