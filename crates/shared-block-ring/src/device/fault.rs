@@ -544,26 +544,37 @@ impl<D: BlockDevice> FaultDevice<D> {
         fail
     }
 
-    /// Records the stable contents of the sectors `sector..` about to be
-    /// overwritten, and the write itself as unflushed.
-    fn cache_write(&self, s: &mut State, sector: u64, buf: &[u8]) -> io::Result<()> {
+    /// Performs `write` of `buf` at `sector` on the wrapped device and, if
+    /// it succeeds, records it as unflushed, remembering what stable
+    /// storage held in sectors not written since the last flush.
+    fn cached_write(
+        &self,
+        s: &mut State,
+        sector: u64,
+        buf: &[u8],
+        write: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
         let inner = &self.shared.inner;
         let ss = inner.sector_size();
         check_range(ss, inner.sectors(), sector, buf.len())?;
-        let write = s.next_write;
-        s.next_write += 1;
-        for (i, data) in buf.chunks(ss).enumerate() {
-            let at = sector + i as u64;
-            if let std::collections::btree_map::Entry::Vacant(e) = s.durable.entry(at) {
+        let mut stable = Vec::new();
+        for at in sector..sector + (buf.len() / ss) as u64 {
+            if !s.durable.contains_key(&at) {
                 // Not written since the last flush: what the device holds
                 // now is what stable storage holds.
                 let mut old = vec![0u8; ss];
                 inner.read(at, &mut old)?;
-                e.insert(old);
+                stable.push((at, old));
             }
+        }
+        write()?;
+        s.durable.extend(stable);
+        let write = s.next_write;
+        s.next_write += 1;
+        for (i, data) in buf.chunks(ss).enumerate() {
             s.unflushed.push(UnflushedSector {
                 write,
-                sector: at,
+                sector: sector + i as u64,
                 data: data.to_vec(),
             });
         }
@@ -595,8 +606,7 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         if self.should_fail(&mut s, FaultOp::Write) {
             return Err(eio());
         }
-        self.cache_write(&mut s, sector, buf)?;
-        self.shared.inner.write(sector, buf)?;
+        self.cached_write(&mut s, sector, buf, || self.shared.inner.write(sector, buf))?;
         self.crash_point_passed(&mut s);
         Ok(())
     }
@@ -609,8 +619,9 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         }
         // First the data reaches the cache (a crash here may or may not
         // keep it), then it is durable.
-        self.cache_write(&mut s, sector, buf)?;
-        self.shared.inner.write_durable(sector, buf)?;
+        self.cached_write(&mut s, sector, buf, || {
+            self.shared.inner.write_durable(sector, buf)
+        })?;
         self.crash_point_passed(&mut s);
         if s.crashed.is_some() {
             return Err(eio());
@@ -794,6 +805,20 @@ mod tests {
         let d = FaultDevice::new(MemDevice::new(512, 8));
         d.crash_after(0);
         assert!(d.has_crashed());
+    }
+
+    #[test]
+    fn a_write_the_wrapped_device_fails_is_not_recorded() {
+        let inner = FaultDevice::new(MemDevice::new(512, 8));
+        let d = FaultDevice::new(inner.clone());
+        inner.fail_all(FaultOp::Write);
+        assert!(d.write(3, &sector(1)).is_err());
+        assert!(d.write_durable(4, &sector(1)).is_err());
+        assert!(d.snapshot().unwrap().unflushed().is_empty());
+        assert_eq!(d.counts().crash_points, 0);
+        inner.clear_faults();
+        d.write(3, &sector(1)).unwrap();
+        assert_eq!(d.snapshot().unwrap().unflushed().len(), 1);
     }
 
     #[test]
