@@ -47,9 +47,7 @@ pub fn erase<D: BlockDevice + ?Sized>(
         sector += (len / ss) as u64;
         progress(done, total);
     }
-    device
-        .flush()
-        .map_err(|e| Error::io(IoOp::Flush, 0, e))?;
+    device.flush().map_err(|e| Error::io(IoOp::Flush, 0, e))?;
     Ok(())
 }
 
@@ -69,10 +67,7 @@ mod tests {
         .unwrap();
         assert_eq!(calls, 3);
         let bytes = d.to_vec();
-        assert!(bytes
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| b == b"abc"[i % 3]));
+        assert!(bytes.iter().enumerate().all(|(i, &b)| b == b"abc"[i % 3]));
         erase(&d, b"", |_, _| {}).unwrap();
         assert!(d.to_vec().iter().all(|&b| b == 0));
     }

@@ -205,7 +205,9 @@ impl<'d, D: BlockDevice + ?Sized> StreamReader<'d, D> {
     fn fill(&mut self, at: u64) -> Result<()> {
         let ss = self.geometry.sector_size() as u64;
         let first = at / ss;
-        let stop = (at + Self::CHUNK).min(self.end.div_ceil(ss) * ss).max(at + 1);
+        let stop = (at + Self::CHUNK)
+            .min(self.end.div_ceil(ss) * ss)
+            .max(at + 1);
         let sectors = stop.div_ceil(ss) - first;
         let bytes = (sectors * ss) as usize;
         if self.buf.len() < bytes {

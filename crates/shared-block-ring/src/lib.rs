@@ -82,6 +82,7 @@ pub use codec::{Bytes, Codec, Utf8};
 pub use consumer::Consumer;
 pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice};
 pub use error::{CodecError, Corruption, Error, IoOp, Result, RetryReason, Side, SignatureProblem};
+pub use format::Geometry;
 pub use position::Position;
 pub use producer::Producer;
 pub use ring::{create, Created, Durability, Options, RingState};

@@ -134,6 +134,12 @@ impl Options {
     pub fn durability_mode(&self) -> Durability {
         self.durability
     }
+
+    /// A [`Backoff`](crate::Backoff) capped at this handle's maximum sleep,
+    /// for callers writing their own wait loops.
+    pub fn new_backoff(&self, timeout: Option<Duration>) -> crate::Backoff {
+        crate::Backoff::new(self.max_backoff, timeout)
+    }
 }
 
 /// Whether the producer is allowed to push.
