@@ -239,7 +239,7 @@ mod tests {
         let mut p = Producer::attach(d.clone(), Options::new().queue("q")).unwrap();
         let mut model = std::collections::VecDeque::new();
         for i in 0..30u8 {
-            let pos = p.push(&vec![i; 150]).unwrap();
+            let pos = p.push(&[i; 150]).unwrap();
             p.advance(pos).unwrap();
             model.push_back(i);
             if i % 3 != 0 {
