@@ -514,3 +514,75 @@ fn a_server_that_is_gone_is_a_clear_open_error() {
     assert!(matches!(e, Error::Open { .. }), "{e}");
     assert!(e.to_string().contains(&uri), "{e}");
 }
+
+/// The requests one connection sent, as `Write offset count fua`, `Flush`
+/// or `Read`, from nbdkit's log filter.
+fn requests_of(log: &str, connection: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(&format!("connection={connection} ")) && !l.contains("return="))
+        .filter_map(|l| {
+            let rest = l.split(&format!("connection={connection} ")).nth(1)?;
+            let mut words = rest.split_whitespace();
+            let op = words.next()?;
+            let field = |name: &str| {
+                rest.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            match op {
+                "Write" => Some(format!(
+                    "Write {} {} fua={}",
+                    field("offset="),
+                    field("count="),
+                    field("fua=")
+                )),
+                "Flush" | "Read" => Some(op.to_string()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_power_loss_advance_flushes_the_items_before_a_fua_write_of_the_pointer() {
+    for durability in ["power-loss", "process-crash"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.log");
+        let server = NbdServer::nbdkit(
+            &["log"],
+            &["memory", "64K", &format!("logfile={}", log.display())],
+            Transport::Unix,
+        );
+        create_over_nbd(&server.uri());
+        let options = Options::new()
+            .durability(durability.parse().unwrap())
+            // Never re-read the consumer sector between pushes.
+            .consumer_poll_interval(Duration::from_secs(3600));
+        let mut p = Producer::attach(NbdDevice::open(&server.uri()).unwrap(), options).unwrap();
+        p.push(&[1u8; 100]).unwrap();
+        let end = p.push(&[2u8; 100]).unwrap();
+        p.advance(end).unwrap();
+        drop(p);
+        drop(server);
+        let log = std::fs::read_to_string(&log).unwrap();
+        // Connection 1 created the ring; connection 2 is the producer.
+        let got = requests_of(&log, "2");
+        // Attach reads sectors 0-2; each push writes the item's sector
+        // (stream sector 0 is device sector 3, at 0x600); then advance.
+        let publish: &[&str] = if durability == "power-loss" {
+            &["Flush", "Write 0x200 0x200 fua=1"]
+        } else {
+            &["Write 0x200 0x200 fua=0"]
+        };
+        let mut expected = vec![
+            "Read",
+            "Read",
+            "Read",
+            "Write 0x600 0x200 fua=0",
+            "Write 0x600 0x200 fua=0",
+        ];
+        expected.extend(publish);
+        assert_eq!(got, expected, "{durability}:\n{log}");
+    }
+}
