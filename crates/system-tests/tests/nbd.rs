@@ -493,7 +493,7 @@ fn write_durable_is_one_fua_write_on_a_real_server() {
 }
 
 #[test]
-fn a_server_that_is_gone_is_a_clear_open_error() {
+fn a_server_that_goes_away_is_a_lost_connection_then_an_open_error() {
     let server = NbdServer::nbdkit(&[], &["memory", "64K"], Transport::Tcp);
     let uri = server.uri();
     let device = NbdDevice::open(&uri).unwrap();
