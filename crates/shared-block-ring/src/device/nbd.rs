@@ -18,10 +18,10 @@
 //! (0.3) only does `NBD_OPT_EXPORT_NAME`, has no FUA, flush or block size
 //! negotiation and no URI parsing; the `libnbd` bindings are not published
 //! on crates.io and would tie the library to a C library at build time.
-//! The subset implemented here, from the protocol document
-//! (`doc/proto.md` and `doc/uri.md` of the NBD project), is a few hundred
-//! lines and is tested against qemu-nbd and nbdkit as well as against a
-//! fake server that misbehaves on purpose.
+//! The subset implemented here, written from the protocol documents
+//! (`doc/proto.md` and `doc/uri.md` of the NBD project), is about a
+//! thousand lines with its documentation, and is tested against qemu-nbd
+//! and nbdkit as well as against a fake server that misbehaves on purpose.
 //!
 //! Not implemented, because the ring has no use for them: TLS (`nbds://`
 //! URIs are refused with a clear error; tunnel the connection instead),
