@@ -340,6 +340,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A device spec that is a URI this library cannot use (a bad NBD URI,
+    /// TLS, an unknown scheme).
+    #[error("invalid device URI {uri}: {reason}")]
+    InvalidUri {
+        /// The spec as given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The filesystem refuses O_DIRECT (tmpfs does).
     #[error(
         "cannot open {} with O_DIRECT: its filesystem does not support direct I/O (tmpfs?); \

@@ -5,8 +5,10 @@
 //! # How the pieces connect
 //!
 //! * A [`BlockDevice`] is where the ring lives: a [`FileDevice`] (a regular
-//!   file or a kernel block device, with O_DIRECT), a [`MemDevice`] for
-//!   tests, or anything else that reads and writes sectors.
+//!   file or a kernel block device, with O_DIRECT), an [`NbdDevice`] (an
+//!   export of an NBD server such as qemu-nbd or nbdkit, for hosts that
+//!   share no disk), a [`MemDevice`] for tests, or anything else that reads
+//!   and writes sectors. [`device::open`] picks one from a path or URI.
 //! * [`create`] writes an empty ring onto a device.
 //! * A [`Producer`] pushes items and publishes them with `advance`; a
 //!   [`Consumer`] pops them and releases them with its own `advance`. The two
@@ -80,7 +82,7 @@ pub use backoff::Backoff;
 pub use codec::Json;
 pub use codec::{Bytes, Codec, Utf8};
 pub use consumer::Consumer;
-pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice};
+pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice, NbdDevice};
 pub use error::{CodecError, Corruption, Error, IoOp, Result, RetryReason, Side, SignatureProblem};
 pub use format::Geometry;
 pub use position::Position;

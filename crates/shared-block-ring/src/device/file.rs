@@ -14,9 +14,9 @@ use crate::layout;
 /// How to open a [`FileDevice`].
 #[derive(Debug, Clone)]
 pub struct FileOptions {
-    direct: bool,
-    sector_size: Option<usize>,
-    read_only: bool,
+    pub(crate) direct: bool,
+    pub(crate) sector_size: Option<usize>,
+    pub(crate) read_only: bool,
 }
 
 impl Default for FileOptions {
