@@ -46,8 +46,8 @@
 //!   operation whose `push` did not return (a crash during the push), or
 //!   returned a device error, may or may not be performed.
 //! * **Bounded delay.** With a `flush_interval`, an operation's batch starts
-//!   at most `flush_interval` after its `push` began (the timer starts at
-//!   the oldest waiting operation and is not restarted by later pushes),
+//!   at most `flush_interval` after its `push` (the timer starts with the
+//!   oldest waiting operation and is not restarted by later pushes),
 //!   unless the batch before it is still running or being retried. A full
 //!   ring, [`Waiter::flush`] and [`Waiter::sync`] start a batch at once.
 //!
@@ -234,8 +234,8 @@ pub struct JournalStats {
     pub performed: u64,
     /// Of `performed`, those found in the ring and performed by `start`.
     pub replayed: u64,
-    /// Failed attempts (an `Err` or a panic from `perform`, or an error
-    /// reading the ring) that were, or will be, retried.
+    /// Failed attempts (an `Err` or a panic from `perform`, or an
+    /// operation the codec cannot decode) that were, or will be, retried.
     pub retried: u64,
     /// Successful calls of `perform`.
     pub batches: u64,
@@ -247,8 +247,8 @@ pub struct JournalStats {
     /// Bytes of the ring (headers and padding included) taken by
     /// operations not yet performed.
     pub backlog_bytes: u64,
-    /// The last failure of `perform` or of the worker's device access, if
-    /// any.
+    /// The last failure of `perform`, of decoding, or of recording
+    /// progress on the device, if any.
     pub last_error: Option<String>,
 }
 
@@ -297,7 +297,12 @@ struct State {
     last_cycle: Duration,
     /// Operations written to the ring whose publishing failed (their
     /// pushers got an error); the next successful advance publishes them.
-    orphans: u64,
+    orphans: Vec<Vec<u8>>,
+    /// The bytes of the published operations not yet taken by the worker,
+    /// in ring order: exactly what the producer wrote, handed over in
+    /// memory so that the worker need not read it back from the device
+    /// (the ring is read at start only).
+    ready: VecDeque<Vec<u8>>,
 
     /// Operations published.
     committed: u64,
@@ -427,6 +432,7 @@ impl Core {
         }
         let batch: Vec<Queued> = st.queue.drain(..fit).collect();
         let orphans = producer.tail() > producer.published();
+        debug_assert_eq!(orphans, !st.orphans.is_empty());
         if batch.is_empty() && !orphans {
             if !st.queue.is_empty() {
                 self.wait_for_space(st);
@@ -449,37 +455,43 @@ impl Core {
         let mut st = self.lock();
         match result {
             Ok(end) => {
-                if st.orphans > 0 || !batch.is_empty() {
+                let n = batch.len();
+                if !st.orphans.is_empty() || n > 0 {
                     // Orphans come first in the ring; nobody waits on them.
-                    st.committed += st.orphans;
-                    st.orphans = 0;
-                    for q in &batch {
-                        st.committed += 1;
-                        let n = st.committed;
-                        st.outcomes.insert(q.ticket, Ok(n));
-                    }
+                    let orphans = std::mem::take(&mut st.orphans);
+                    st.committed += orphans.len() as u64;
+                    st.ready.extend(orphans);
                     let oldest = batch.first().map_or_else(Instant::now, |q| q.pushed_at);
                     st.pending_since.get_or_insert(oldest);
+                    for q in batch {
+                        st.committed += 1;
+                        let seq = st.committed;
+                        st.outcomes.insert(q.ticket, Ok(seq));
+                        st.ready.push_back(q.bytes);
+                    }
                     st.published = end.offset();
-                    st.counters.pushed += batch.len() as u64;
+                    st.counters.pushed += n as u64;
                     st.counters.commits += 1;
                     self.work.notify_one();
                 }
-                tracing::trace!(journal = %self.name, ops = batch.len(), position = end.offset(), "published");
+                tracing::trace!(journal = %self.name, ops = n, position = end.offset(), "published");
+                st.concurrency = n + st.queue.len();
             }
             Err((e, written)) => {
                 tracing::warn!(journal = %self.name, ops = batch.len(), error = %e, "publishing operations failed");
-                if written {
-                    st.orphans += batch.len() as u64;
+                st.concurrency = batch.len() + st.queue.len();
+                for q in batch {
+                    if written {
+                        st.orphans.push(q.bytes);
+                    }
+                    st.outcomes.insert(q.ticket, Err(duplicate(&e)));
                 }
-                let mut errors: Vec<Error> = (1..batch.len()).map(|_| duplicate(&e)).collect();
-                errors.insert(0, e);
-                for (q, e) in batch.iter().zip(errors) {
-                    st.outcomes.insert(q.ticket, Err(e));
-                }
+                // The pushes still queued would meet the same device: fail
+                // them too (none of them was written) rather than retry at
+                // once, over and over.
+                fail_queue(&mut st, || duplicate(&e));
             }
         }
-        st.concurrency = batch.len() + st.queue.len();
         st.last_cycle = started.elapsed();
         drop(st);
         self.progress.notify_all();
@@ -667,7 +679,8 @@ impl<C: Codec + 'static> Journal<C> {
                 outcomes: HashMap::new(),
                 concurrency: 1,
                 last_cycle: Duration::ZERO,
-                orphans: 0,
+                orphans: Vec::new(),
+                ready: VecDeque::new(),
                 committed: 0,
                 published,
                 pending_since: None,
@@ -931,9 +944,13 @@ fn ensure_ring(device: &dyn BlockDevice) -> Result<()> {
 }
 
 enum Job {
-    /// Perform operations up to number `end_seq`, ending at ring position
-    /// `target`.
-    Batch { end_seq: u64, target: u64 },
+    /// Perform `ops`, the operations up to number `end_seq`, which end at
+    /// ring position `end`.
+    Batch {
+        end_seq: u64,
+        end: u64,
+        ops: Vec<Vec<u8>>,
+    },
     /// Record progress on the device.
     Release,
 }
@@ -999,7 +1016,7 @@ impl<C: Codec> Worker<C> {
         let _stopped = Stopped(self.core.clone());
         while let Some(job) = self.next_job() {
             match job {
-                Job::Batch { end_seq, target } => self.batch(end_seq, target),
+                Job::Batch { end_seq, end, ops } => self.batch(end_seq, end, &ops),
                 Job::Release => self.release(),
             }
         }
@@ -1028,7 +1045,8 @@ impl<C: Codec> Worker<C> {
                 if due <= now {
                     let job = Job::Batch {
                         end_seq: st.committed,
-                        target: st.published,
+                        end: st.published,
+                        ops: st.ready.drain(..).collect(),
                     };
                     st.taken = st.committed;
                     st.urgent = false;
@@ -1059,17 +1077,17 @@ impl<C: Codec> Worker<C> {
         }
     }
 
-    /// Reads and performs one batch, retrying until it succeeds or the
+    /// Decodes and performs one batch, retrying until it succeeds or the
     /// journal shuts down.
-    fn batch(&mut self, end_seq: u64, target: u64) {
-        let mut read: Option<(Vec<C::Owned>, u64)> = None;
+    fn batch(&mut self, end_seq: u64, end: u64, ops: &[Vec<u8>]) {
+        let mut decoded: Option<Vec<C::Owned>> = None;
         loop {
-            let items = match &read {
-                Some((items, _)) => items,
-                None => match self.read(target) {
-                    Ok(r) => &read.insert(r).0,
+            let items = match &decoded {
+                Some(items) => items,
+                None => match ops.iter().map(|op| self.codec.decode(op)).collect() {
+                    Ok(items) => decoded.insert(items),
                     Err(e) => {
-                        self.failed(format!("reading operations from the ring: {e}"));
+                        self.failed(format!("decoding an operation: {e}"));
                         if !self.retry_wait() {
                             return;
                         }
@@ -1087,22 +1105,22 @@ impl<C: Codec> Worker<C> {
                 }
             }
         }
-        let Some((items, end)) = read else { return };
         let now = Instant::now();
         self.performed_pos = end;
         self.idle_since = now;
         self.unreleased_since.get_or_insert(now);
         let mut st = self.core.lock();
-        debug_assert_eq!(items.len() as u64, end_seq - st.performed);
+        debug_assert_eq!(ops.len() as u64, end_seq - st.performed);
         st.performed = end_seq;
         st.performed_pos = end;
-        st.counters.performed += items.len() as u64;
+        st.counters.performed += ops.len() as u64;
         st.counters.batches += 1;
         drop(st);
         self.core.progress.notify_all();
     }
 
-    /// Decodes the operations from the last performed one up to `end`.
+    /// Reads and decodes the operations in the ring from the last performed
+    /// one up to `end` (at start).
     fn read(&mut self, end: u64) -> Result<(Vec<C::Owned>, u64)> {
         let mut at = Position::new(self.performed_pos);
         let mut items = Vec::new();

@@ -257,7 +257,7 @@ fn crash_child(ring: &str) -> ! {
     let run: u64 = var("SBR_JOURNAL_CHILD_RUN").parse().unwrap();
     let durability: Durability = var("SBR_JOURNAL_CHILD_MODE").parse().unwrap();
     let flush = Duration::from_millis(var("SBR_JOURNAL_CHILD_FLUSH_MS").parse().unwrap());
-    let slow = var("SBR_JOURNAL_CHILD_SLOW") == "1";
+    let slow = Duration::from_millis(var("SBR_JOURNAL_CHILD_SLOW_MS").parse().unwrap());
     let mut log = OpenOptions::new()
         .append(true)
         .open(var("SBR_JOURNAL_CHILD_LOG"))
@@ -272,9 +272,7 @@ fn crash_child(ring: &str) -> ! {
         // One write per batch; a kill may still tear it, and the parent
         // drops a torn last record.
         log.write_all(&records)?;
-        if slow {
-            thread::sleep(Duration::from_millis(1));
-        }
+        thread::sleep(slow);
         Ok(())
     };
     let say = |line: String| {
@@ -357,7 +355,13 @@ fn crash_at_random_moments_loses_no_acknowledged_operation() {
             "process-crash"
         };
         let flush_ms = [0, 0, 2][run as usize % 3];
-        let slow = if run % 4 == 3 { "1" } else { "0" };
+        // A slow `perform` makes pushes wait for space, and makes `start`
+        // last long enough (replaying) for the aimed kills to land in it.
+        let slow_ms = match run % 4 {
+            0 => 5,
+            3 => 1,
+            _ => 0,
+        };
         let mut child = ChildGuard(
             Command::new(&exe)
                 .args([
@@ -370,7 +374,7 @@ fn crash_at_random_moments_loses_no_acknowledged_operation() {
                 .env("SBR_JOURNAL_CHILD_RUN", run.to_string())
                 .env("SBR_JOURNAL_CHILD_MODE", mode)
                 .env("SBR_JOURNAL_CHILD_FLUSH_MS", flush_ms.to_string())
-                .env("SBR_JOURNAL_CHILD_SLOW", slow)
+                .env("SBR_JOURNAL_CHILD_SLOW_MS", slow_ms.to_string())
                 .env("SBR_JOURNAL_CHILD_LOG", log.path())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -631,11 +635,14 @@ fn concurrent_pushes_are_published_together_and_performed_in_ring_order() {
                 let journal = &journal;
                 s.spawn(move || {
                     let mut acks = Vec::new();
+                    let mut last = None;
                     for i in 0..EACH {
                         let op = [t.to_le_bytes(), i.to_le_bytes()].concat();
                         let waiter = journal.push(&op).unwrap();
                         acks.push((waiter.sequence(), t, i));
+                        last = Some(waiter);
                     }
+                    last.unwrap().sync().unwrap();
                     acks
                 })
             })
@@ -708,4 +715,126 @@ fn a_suspend_left_on_the_ring_is_lifted_at_start() {
     let journal = Journal::start(disk, JournalOptions::new(), perform).unwrap();
     journal.push(b"go").unwrap().sync().unwrap();
     assert_eq!(*seen.lock().unwrap(), [b"go".to_vec()]);
+}
+
+/// A memory device whose writes fail, on demand, in the data area or in
+/// one state sector.
+#[derive(Clone)]
+struct Flaky {
+    disk: MemDevice,
+    fail: Arc<Mutex<Option<Failing>>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Failing {
+    Data,
+    Sector(u64),
+}
+
+impl Flaky {
+    fn set(&self, failing: Option<Failing>) {
+        *self.fail.lock().unwrap() = failing;
+    }
+}
+
+impl BlockDevice for Flaky {
+    fn sector_size(&self) -> usize {
+        self.disk.sector_size()
+    }
+    fn sectors(&self) -> u64 {
+        self.disk.sectors()
+    }
+    fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.disk.read(sector, buf)
+    }
+    fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        let failing = *self.fail.lock().unwrap();
+        let fails = match failing {
+            Some(Failing::Data) => sector >= 3,
+            Some(Failing::Sector(s)) => sector == s,
+            None => false,
+        };
+        if fails {
+            return Err(io::Error::other(format!(
+                "injected write failure at sector {sector}"
+            )));
+        }
+        self.disk.write(sector, buf)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
+        self.disk.try_lock(side)
+    }
+    fn unlock(&self, side: Side) {
+        self.disk.unlock(side)
+    }
+}
+
+#[test]
+fn device_errors_fail_the_push_and_the_journal_recovers() {
+    let disk = Flaky {
+        disk: MemDevice::new(512, 16),
+        fail: Arc::new(Mutex::new(None)),
+    };
+    let (seen, perform) = recorder::<Vec<u8>>();
+    let journal = Journal::start(
+        disk.clone(),
+        JournalOptions::new().retry_interval(Duration::from_millis(10)),
+        perform,
+    )
+    .unwrap();
+    journal.push(b"a").unwrap().sync().unwrap();
+
+    // The data write fails: nothing reaches the ring, never performed.
+    disk.set(Some(Failing::Data));
+    let e = journal.push(b"lost").unwrap_err();
+    assert!(e.is_io(), "{e}");
+    // The data is written but publishing it fails: the push fails, and the
+    // operation is published (and performed) with the next one, as after
+    // a crash during a push.
+    disk.set(Some(Failing::Sector(1)));
+    let e = journal.push(b"orphan").unwrap_err();
+    assert!(e.is_io() && e.to_string().contains("sector 1"), "{e}");
+    disk.set(None);
+    let waiter = journal.push(b"c").unwrap();
+    assert_eq!(waiter.sequence(), 3, "the orphan took number 2");
+    waiter.sync().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [b"a".to_vec(), b"orphan".to_vec(), b"c".to_vec()]
+    );
+
+    // Recording progress fails: performing goes on; the last attempt, at
+    // shutdown, fails too and shows in the stats.
+    disk.set(Some(Failing::Sector(2)));
+    journal.push(b"d").unwrap().sync().unwrap();
+    journal.shutdown();
+    let stats = journal.stats();
+    assert_eq!((stats.pushed, stats.performed), (3, 4), "{stats:?}");
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("recording progress")),
+        "{stats:?}"
+    );
+    // So the next start performs again what was not recorded, at least
+    // `d`, in order: at least once.
+    disk.set(None);
+    let (seen, perform) = recorder::<Vec<u8>>();
+    let journal = Journal::start(disk, JournalOptions::new(), perform).unwrap();
+    let all = [
+        b"a".to_vec(),
+        b"orphan".to_vec(),
+        b"c".to_vec(),
+        b"d".to_vec(),
+    ];
+    let again = seen.lock().unwrap().clone();
+    assert!(
+        !again.is_empty() && all.ends_with(&again),
+        "replayed {again:?}"
+    );
+    assert_eq!(journal.stats().replayed, again.len() as u64);
 }
