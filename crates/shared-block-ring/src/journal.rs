@@ -35,21 +35,26 @@
 //!   The worker records its progress on the device (a consumer `advance`)
 //!   10 ms after it falls idle, at least every 100 ms while busy, as soon as
 //!   the performed operations fill half the ring or a `push` waits for
-//!   space, and at shutdown; a clean shutdown never causes a replay.
-//! * **In order, never skipped.** Batches follow the ring's order, which is
-//!   the order in which pushes were acknowledged: if one `push` returned
-//!   before another began, its operation comes first. A batch is retried
-//!   (every `retry_interval`) until `perform` succeeds; no later operation
-//!   is passed to `perform` before every earlier one has succeeded. A panic
+//!   space, and at shutdown: after a clean shutdown, the next start performs
+//!   nothing again (unless that last record failed, which is logged and
+//!   shown in [`JournalStats::last_error`]).
+//! * **In order, never skipped.** Operations are passed to `perform` in the
+//!   ring's order, which is the order in which pushes were acknowledged: if
+//!   one `push` returned before another began, its operation comes first.
+//!   A batch is retried (every `retry_interval`) until `perform` succeeds,
+//!   and the next batch is not passed to `perform` before that. A panic
 //!   inside `perform` counts as a failure: the worker survives and retries.
+//!   After a crash, the operations performed again come in the same order,
+//!   before any later one.
 //! * **Nothing invented.** Only pushed operations are performed. An
 //!   operation whose `push` did not return (a crash during the push), or
 //!   returned a device error, may or may not be performed.
 //! * **Bounded delay.** With a `flush_interval`, an operation's batch starts
 //!   at most `flush_interval` after its `push` (the timer starts with the
 //!   oldest waiting operation and is not restarted by later pushes),
-//!   unless the batch before it is still running or being retried. A full
-//!   ring, [`Waiter::flush`] and [`Waiter::sync`] start a batch at once.
+//!   unless the worker is still performing (or retrying) the batch before
+//!   it, or recording progress. A full ring, [`Waiter::flush`] and
+//!   [`Waiter::sync`] start a batch at once.
 //!
 //! A full ring makes `push` wait (for the worker to perform and release
 //! operations), never fail; only an operation that can never fit is refused
