@@ -377,6 +377,15 @@ pub enum Error {
     /// The item codec failed.
     #[error("item codec error: {0}")]
     Codec(CodecError),
+
+    /// The journal has been shut down (or dropped): it accepts no more
+    /// operations, and waits on operations it had not performed end here.
+    /// Operations already pushed stay in the ring for the next start.
+    #[error(
+        "the journal has shut down: it accepts no more operations \
+         (those already pushed stay in the ring and are performed by the next start)"
+    )]
+    ShutDown,
 }
 
 impl Error {
