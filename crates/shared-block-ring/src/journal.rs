@@ -130,7 +130,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Display};
-use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -139,7 +138,7 @@ use std::time::{Duration, Instant};
 use crate::codec::{Bytes, Codec};
 use crate::consumer::Consumer;
 use crate::device::{AlignedBuf, BlockDevice};
-use crate::error::{CodecError, Error, IoOp, Result, SignatureProblem};
+use crate::error::{Error, IoOp, Result, SignatureProblem};
 use crate::format::{self, Geometry};
 use crate::layout;
 use crate::position::Position;
@@ -419,7 +418,7 @@ impl Core {
             };
             if let Some(e) = failure {
                 tracing::warn!(journal = %self.name, error = %e, "cannot publish operations");
-                fail_queue(&mut st, || duplicate(&e));
+                fail_queue(&mut st, || e.duplicate());
                 drop(st);
                 self.progress.notify_all();
                 return;
@@ -489,12 +488,12 @@ impl Core {
                     if written {
                         st.orphans.push(q.bytes);
                     }
-                    st.outcomes.insert(q.ticket, Err(duplicate(&e)));
+                    st.outcomes.insert(q.ticket, Err(e.duplicate()));
                 }
                 // The pushes still queued would meet the same device: fail
                 // them too (none of them was written) rather than retry at
                 // once, over and over.
-                fail_queue(&mut st, || duplicate(&e));
+                fail_queue(&mut st, || e.duplicate());
             }
         }
         st.last_cycle = started.elapsed();
@@ -537,68 +536,6 @@ impl Core {
 fn fail_queue(st: &mut State, error: impl Fn() -> Error) {
     while let Some(q) = st.queue.pop_front() {
         st.outcomes.insert(q.ticket, Err(error()));
-    }
-}
-
-/// The same error again, for each pusher of a failed group: `Error` is not
-/// `Clone` because `io::Error` is not; the copy keeps the kind and message.
-fn duplicate(e: &Error) -> Error {
-    fn io_copy(e: &io::Error) -> io::Error {
-        io::Error::new(e.kind(), e.to_string())
-    }
-    match e {
-        Error::Retry(r) => Error::Retry(*r),
-        Error::Suspended => Error::Suspended,
-        Error::NotInitialised(p) => Error::NotInitialised(p.clone()),
-        Error::TooSmall {
-            sectors,
-            sector_size,
-        } => Error::TooSmall {
-            sectors: *sectors,
-            sector_size: *sector_size,
-        },
-        Error::BadSectorSize { sector_size } => Error::BadSectorSize {
-            sector_size: *sector_size,
-        },
-        Error::SectorSizeMismatch { requested, device } => Error::SectorSizeMismatch {
-            requested: *requested,
-            device: *device,
-        },
-        Error::TooLarge { needed, capacity } => Error::TooLarge {
-            needed: *needed,
-            capacity: *capacity,
-        },
-        Error::Corrupt(c) => Error::Corrupt(c.clone()),
-        Error::PositionOutOfRange {
-            position,
-            consumer,
-            producer,
-        } => Error::PositionOutOfRange {
-            position: *position,
-            consumer: *consumer,
-            producer: *producer,
-        },
-        Error::InvalidPosition { position, reason } => Error::InvalidPosition {
-            position: *position,
-            reason,
-        },
-        Error::Io { op, sector, source } => Error::Io {
-            op: *op,
-            sector: *sector,
-            source: io_copy(source),
-        },
-        Error::Open { path, source } => Error::Open {
-            path: path.clone(),
-            source: io_copy(source),
-        },
-        Error::DirectIoUnsupported { path } => Error::DirectIoUnsupported { path: path.clone() },
-        Error::ReadOnly => Error::ReadOnly,
-        Error::Locked { role, holder } => Error::Locked {
-            role: *role,
-            holder: holder.clone(),
-        },
-        Error::Codec(c) => Error::Codec(CodecError::new(c.to_string())),
-        Error::ShutDown => Error::ShutDown,
     }
 }
 
@@ -1199,21 +1136,6 @@ impl<C: Codec> Worker<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn duplicated_errors_keep_their_kind_and_message() {
-        let e = Error::io(
-            IoOp::Write,
-            7,
-            io::Error::new(io::ErrorKind::TimedOut, "slow disk"),
-        );
-        let d = duplicate(&e);
-        assert_eq!(d.to_string(), e.to_string());
-        assert!(
-            matches!(d, Error::Io { op: IoOp::Write, sector: 7, ref source } if source.kind() == io::ErrorKind::TimedOut)
-        );
-        assert!(matches!(duplicate(&Error::ShutDown), Error::ShutDown));
-    }
 
     #[test]
     fn journals_and_waiters_cross_threads() {
