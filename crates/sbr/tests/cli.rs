@@ -476,7 +476,14 @@ fn consume_follow_killed_with_sigterm_loses_and_duplicates_nothing() {
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let status = wait_timeout(&mut c, Duration::from_secs(10));
         let out = reader.join().unwrap();
-        assert!(status.success(), "consumer exit {status:?}");
+        // A signal that lands before the handlers are installed (during
+        // start-up) kills the process before it has printed anything.
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            status.success() || (status.signal() == Some(libc::SIGTERM) && out.is_empty()),
+            "consumer exit {status:?} after printing {} bytes",
+            out.len()
+        );
         got.extend(out);
         restarts += 1;
         assert!(restarts < 5000, "no progress");

@@ -277,15 +277,22 @@ impl<D: BlockDevice> Link<D> {
 
     /// Writes this side's state sector; durably in the power-loss mode.
     pub(crate) fn write_state(&mut self, state: State) -> Result<()> {
+        let durable = self.options.durability == Durability::PowerLoss;
+        self.write_state_as(state, durable)
+    }
+
+    /// Writes this side's state sector, durably or not.
+    pub(crate) fn write_state_as(&mut self, state: State, durable: bool) -> Result<()> {
         let label = Label {
             queue: &self.options.queue,
             client: &self.options.client,
         };
         format::encode_state(self.side, state, Some(label), &mut self.sector);
         let sector = self.side.sector();
-        let r = match self.options.durability {
-            Durability::PowerLoss => self.device.write_durable(sector, &self.sector),
-            Durability::ProcessCrash => self.device.write(sector, &self.sector),
+        let r = if durable {
+            self.device.write_durable(sector, &self.sector)
+        } else {
+            self.device.write(sector, &self.sector)
         };
         r.map_err(|e| Error::io(IoOp::Write, sector, e))?;
         tracing::trace!(
