@@ -273,7 +273,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         if p <= self.published {
             return Ok(());
         }
-        if self.power_loss() && self.unflushed && self.deferred.map_or(true, |d| p > d) {
+        if self.power_loss() && self.unflushed && self.deferred.is_none_or(|d| p > d) {
             self.flush()?;
         }
         self.link.write_state(State {
