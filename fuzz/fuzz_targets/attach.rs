@@ -83,8 +83,12 @@ fn exercise(disk: &MemDevice, len: usize) {
             let _ = p.advance(end);
         }
         let big = vec![7u8; capacity.saturating_sub(4).min(1 << 16)];
-        let _ = p.push_many([b"a".as_slice(), &big, b""]);
+        if let Ok(end) = p.push_many([b"a".as_slice(), &big, b""]) {
+            let _ = p.advance_pipelined(end);
+        }
         let _ = p.push(&big);
+        let _ = p.advance_pipelined(p.tail());
+        let _ = p.sync();
         let _ = p.advance(p.tail());
     }
     // A consumer attaching after the producer wrote sees a consistent ring

@@ -18,6 +18,8 @@ enum Op {
     Push(u16),
     PushMany(Vec<u16>),
     ProducerAdvance(u8),
+    ProducerAdvancePipelined(u8),
+    Sync,
     ProducerState,
     Pop,
     PopFrom(u8),
@@ -65,6 +67,19 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
     let (mut cpos, mut ppos, mut tail) = (0u64, 0u64, 0u64);
     let (mut suspend, mut ack) = (false, false);
     let mut seed = 0u64;
+    // The position an advance_pipelined left to be written later.
+    let mut deferred: Option<u64> = None;
+    // Publishes every unpublished item up to `to`.
+    fn publish(
+        to: u64,
+        unpublished: &mut Vec<(u64, Vec<u8>)>,
+        published: &mut VecDeque<(u64, Vec<u8>)>,
+        ppos: &mut u64,
+    ) {
+        let n = unpublished.iter().take_while(|(e, _)| *e <= to).count();
+        published.extend(unpublished.drain(..n));
+        *ppos = to;
+    }
     for op in input.ops.iter().take(400) {
         match op {
             Op::Push(_) | Op::PushMany(_) => {
@@ -124,8 +139,32 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
                 let k = usize::from(*k) % unpublished.len();
                 let end = unpublished[k].0;
                 p.advance(Position::new(end)).unwrap();
-                published.extend(unpublished.drain(..=k));
-                ppos = end;
+                publish(end, &mut unpublished, &mut published, &mut ppos);
+                deferred = None;
+            }
+            Op::ProducerAdvancePipelined(k) => {
+                let Some(p) = producer.as_mut() else { continue };
+                if unpublished.is_empty() {
+                    continue;
+                }
+                let end = unpublished[usize::from(*k) % unpublished.len()].0;
+                p.advance_pipelined(Position::new(end)).unwrap();
+                // The previous pending position is published now; this one
+                // is pending (unless it was not past it).
+                if end > deferred.unwrap_or(ppos) {
+                    if let Some(d) = deferred {
+                        publish(d, &mut unpublished, &mut published, &mut ppos);
+                    }
+                    deferred = Some(end);
+                }
+                assert_eq!(p.pending_publication().map(|x| x.offset()), deferred);
+            }
+            Op::Sync => {
+                let Some(p) = producer.as_mut() else { continue };
+                p.sync().unwrap();
+                if let Some(d) = deferred.take() {
+                    publish(d, &mut unpublished, &mut published, &mut ppos);
+                }
             }
             Op::ProducerState => {
                 let Some(p) = producer.as_mut() else { continue };
@@ -193,7 +232,11 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
                 assert_eq!(s == RingState::Suspended, ack);
             }
             Op::ReattachProducer => {
+                // Dropping the producer writes a pending pipelined pointer.
                 producer = None;
+                if let Some(d) = deferred.take() {
+                    publish(d, &mut unpublished, &mut published, &mut ppos);
+                }
                 unpublished.clear();
                 tail = ppos;
                 let r = Producer::attach(disk.clone(), options.clone());

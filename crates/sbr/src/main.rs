@@ -1,1 +1,92 @@
-fn main() {}
+//! `sbr`: create, feed, drain, pause and inspect shared block rings.
+//!
+//! A thin layer over the `shared_block_ring` library: each command parses
+//! its arguments, calls the library, and maps the outcome to an exit status
+//! (0 success, 1 fatal, 2 usage, 69 suspended, 75 try again later).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod common;
+mod consume;
+mod create;
+mod demo;
+mod diagnostics;
+mod erase;
+mod handshake;
+mod produce;
+
+use common::{CmdResult, EXIT_OK};
+
+/// Shared block rings: durable single-producer single-consumer queues on a
+/// block device, compatible with the OCaml shared-block-ring.
+#[derive(Parser, Debug)]
+#[command(name = "sbr", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Initialise a ring on a device, creating the file if needed.
+    Create(create::Args),
+    /// Push standard input, one item per line, and publish it.
+    Produce(produce::Args),
+    /// Print items, one per line, and release them.
+    Consume(consume::Args),
+    /// Ask the producer to pause (the consumer's half of the handshake).
+    Suspend(handshake::Args),
+    /// Ask a paused producer to continue.
+    Resume(handshake::Args),
+    /// Show the state of a ring and everything wrong with it; never writes.
+    Diagnostics(diagnostics::Args),
+    /// Overwrite a whole device with a repeating pattern.
+    Erase(erase::Args),
+    /// Move items between a producer and a consumer process through a ring
+    /// in a temporary file, check them, and report the speed.
+    Demo(demo::Args),
+    /// A demo child process (internal).
+    #[command(hide = true)]
+    DemoPeer(demo::PeerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result: CmdResult = match cli.command {
+        Command::Create(a) => create::run(a),
+        Command::Produce(a) => produce::run(a),
+        Command::Consume(a) => consume::run(a),
+        Command::Suspend(a) => handshake::run(a, true),
+        Command::Resume(a) => handshake::run(a, false),
+        Command::Diagnostics(a) => diagnostics::run(a),
+        Command::Erase(a) => erase::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::DemoPeer(a) => demo::run_peer(a),
+    };
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(f) => f.report(),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -10,7 +10,7 @@ use crate::error::{Error, Result, RetryReason, Side};
 use crate::format::{self, Geometry, State};
 use crate::layout;
 use crate::position::Position;
-use crate::ring::{Link, Options, RingState};
+use crate::ring::{Durability, Link, Options, RingState};
 
 /// The reading side of a ring.
 ///
@@ -33,6 +33,11 @@ pub struct Consumer<D: BlockDevice, C: Codec = Bytes> {
     producer: u64,
     /// The producer's `suspend_ack` as last read.
     ack: bool,
+    /// Power-loss mode: a producer position known to be on stable storage
+    /// (read, then flushed). The consumer never makes a position beyond it
+    /// durable before another flush: otherwise a power cut could keep our
+    /// new position but lose the producer's, leaving consumer > producer.
+    producer_durable: u64,
     /// Stream bytes `buf_start..buf_end` are in `buf`, all published.
     buf: AlignedBuf,
     buf_start: u64,
@@ -68,6 +73,7 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
             suspend: c.flag,
             producer: p.position,
             ack: p.flag,
+            producer_durable: 0,
             buf: AlignedBuf::zeroed(0),
             buf_start: 0,
             buf_end: 0,
@@ -301,10 +307,20 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
         if p == self.consumer {
             return Ok(());
         }
+        let power_loss = self.link.options.durability == Durability::PowerLoss;
+        let seen = self.producer;
+        if power_loss && p > self.producer_durable {
+            self.link.flush()?;
+            self.producer_durable = seen;
+        }
         self.link.write_state(State {
             position: p,
             flag: self.suspend,
         })?;
+        if power_loss {
+            // The durable write flushed everything read before it.
+            self.producer_durable = seen;
+        }
         self.consumer = p;
         Ok(())
     }

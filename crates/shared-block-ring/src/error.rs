@@ -340,6 +340,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A device spec that is a URI this library cannot use (a bad NBD URI,
+    /// TLS, an unknown scheme).
+    #[error("invalid device URI {uri}: {reason}")]
+    InvalidUri {
+        /// The spec as given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The filesystem refuses O_DIRECT (tmpfs does).
     #[error(
         "cannot open {} with O_DIRECT: its filesystem does not support direct I/O (tmpfs?); \
@@ -367,6 +377,15 @@ pub enum Error {
     /// The item codec failed.
     #[error("item codec error: {0}")]
     Codec(CodecError),
+
+    /// The journal has been shut down (or dropped): it accepts no more
+    /// operations, and waits on operations it had not performed end here.
+    /// Operations already pushed stay in the ring for the next start.
+    #[error(
+        "the journal has shut down: it accepts no more operations \
+         (those already pushed stay in the ring and are performed by the next start)"
+    )]
+    ShutDown,
 }
 
 impl Error {
@@ -395,6 +414,75 @@ impl Error {
     pub(crate) fn io(op: IoOp, sector: u64, source: io::Error) -> Error {
         Error::Io { op, sector, source }
     }
+
+    /// The same error again (for each waiter on a failed operation): `Error`
+    /// is not `Clone` because `io::Error` is not; the copy keeps the kind and
+    /// message.
+    pub(crate) fn duplicate(&self) -> Error {
+        fn io_copy(e: &io::Error) -> io::Error {
+            io::Error::new(e.kind(), e.to_string())
+        }
+        match self {
+            Error::Retry(r) => Error::Retry(*r),
+            Error::Suspended => Error::Suspended,
+            Error::NotInitialised(p) => Error::NotInitialised(p.clone()),
+            Error::TooSmall {
+                sectors,
+                sector_size,
+            } => Error::TooSmall {
+                sectors: *sectors,
+                sector_size: *sector_size,
+            },
+            Error::BadSectorSize { sector_size } => Error::BadSectorSize {
+                sector_size: *sector_size,
+            },
+            Error::SectorSizeMismatch { requested, device } => Error::SectorSizeMismatch {
+                requested: *requested,
+                device: *device,
+            },
+            Error::TooLarge { needed, capacity } => Error::TooLarge {
+                needed: *needed,
+                capacity: *capacity,
+            },
+            Error::Corrupt(c) => Error::Corrupt(c.clone()),
+            Error::PositionOutOfRange {
+                position,
+                consumer,
+                producer,
+            } => Error::PositionOutOfRange {
+                position: *position,
+                consumer: *consumer,
+                producer: *producer,
+            },
+            Error::InvalidPosition { position, reason } => Error::InvalidPosition {
+                position: *position,
+                reason,
+            },
+            Error::Io { op, sector, source } => Error::Io {
+                op: *op,
+                sector: *sector,
+                source: io_copy(source),
+            },
+            Error::Open { path, source } => Error::Open {
+                path: path.clone(),
+                source: io_copy(source),
+            },
+            Error::DirectIoUnsupported { path } => {
+                Error::DirectIoUnsupported { path: path.clone() }
+            }
+            Error::ReadOnly => Error::ReadOnly,
+            Error::Locked { role, holder } => Error::Locked {
+                role: *role,
+                holder: holder.clone(),
+            },
+            Error::Codec(c) => Error::Codec(CodecError::new(c.to_string())),
+            Error::ShutDown => Error::ShutDown,
+            Error::InvalidUri { uri, reason } => Error::InvalidUri {
+                uri: uri.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
 }
 
 impl From<Corruption> for Error {
@@ -418,5 +506,25 @@ impl CodecError {
     /// Wraps any error.
     pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         CodecError(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicated_errors_keep_their_kind_and_message() {
+        let e = Error::io(
+            IoOp::Write,
+            7,
+            io::Error::new(io::ErrorKind::TimedOut, "slow disk"),
+        );
+        let d = e.duplicate();
+        assert_eq!(d.to_string(), e.to_string());
+        assert!(
+            matches!(d, Error::Io { op: IoOp::Write, sector: 7, ref source } if source.kind() == io::ErrorKind::TimedOut)
+        );
+        assert!(matches!(Error::ShutDown.duplicate(), Error::ShutDown));
     }
 }

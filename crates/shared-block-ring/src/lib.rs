@@ -5,8 +5,10 @@
 //! # How the pieces connect
 //!
 //! * A [`BlockDevice`] is where the ring lives: a [`FileDevice`] (a regular
-//!   file or a kernel block device, with O_DIRECT), a [`MemDevice`] for
-//!   tests, or anything else that reads and writes sectors. A
+//!   file or a kernel block device, with O_DIRECT), an [`NbdDevice`] (an
+//!   export of an NBD server such as qemu-nbd or nbdkit, for hosts that
+//!   share no disk), a [`MemDevice`] for tests, or anything else that reads
+//!   and writes sectors. [`device::open`] picks one from a path or URI. A
 //!   [`device::FaultDevice`] wraps any of them to simulate crashes, power
 //!   cuts and I/O errors in tests.
 //! * [`create`] writes an empty ring onto a device.
@@ -54,6 +56,37 @@
 //! # }
 //! ```
 //!
+//! # Journal
+//!
+//! A [`Journal`] keeps both ends of a ring in one process: `push` stores an
+//! operation on the device and returns, and a worker thread performs the
+//! operations in batches, in order, at least once, even across crashes
+//! (the next `start` performs what was left). The [`journal`] module
+//! documents its guarantees precisely.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use shared_block_ring::{Journal, JournalOptions, MemDevice};
+//!
+//! # fn main() -> Result<(), shared_block_ring::Error> {
+//! let disk = MemDevice::new(512, 64); // blank: the journal creates a ring
+//! let performed = Arc::new(Mutex::new(Vec::new()));
+//! let sink = performed.clone();
+//! let journal = Journal::start(disk, JournalOptions::new(), move |ops: &[Vec<u8>]| {
+//!     // Idempotent work goes here; an Err retries the same batch later.
+//!     sink.lock().unwrap().extend_from_slice(ops);
+//!     Ok::<(), std::io::Error>(())
+//! })?;
+//!
+//! journal.push(b"first")?;
+//! let waiter = journal.push(b"second")?; // on the device when push returns
+//! waiter.sync()?; // performed, with everything pushed before it
+//! assert_eq!(*performed.lock().unwrap(), [b"first".to_vec(), b"second".to_vec()]);
+//! journal.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Errors
 //!
 //! Every fallible operation returns [`Error`]. [`Error::Retry`] (full,
@@ -69,9 +102,12 @@ mod backoff;
 pub mod codec;
 mod consumer;
 pub mod device;
+pub mod erase;
 mod error;
 pub mod escape;
 pub mod format;
+pub mod inspect;
+pub mod journal;
 pub mod layout;
 mod position;
 mod producer;
@@ -82,8 +118,10 @@ pub use backoff::Backoff;
 pub use codec::Json;
 pub use codec::{Bytes, Codec, Utf8};
 pub use consumer::Consumer;
-pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice};
+pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice, NbdDevice};
 pub use error::{CodecError, Corruption, Error, IoOp, Result, RetryReason, Side, SignatureProblem};
+pub use format::Geometry;
+pub use journal::{Journal, JournalOptions, JournalStats, Waiter};
 pub use position::Position;
 pub use producer::Producer;
 pub use ring::{create, Created, Durability, Options, RingState};

@@ -18,9 +18,7 @@ pub enum Durability {
     /// data before it writes the pointer that publishes it, and `advance`
     /// (either side) returns only once the new pointer is on stable
     /// storage. Costs two cache flushes per producer `advance` and one per
-    /// consumer `advance`, whatever the number of items, plus a flush
-    /// before the producer overwrites space whose release it has not yet
-    /// seen made durable (at most once per consumer position it reads).
+    /// consumer `advance`, whatever the number of items.
     #[default]
     PowerLoss,
     /// Survives a crash of either process, not a power cut: the original
@@ -135,6 +133,12 @@ impl Options {
     /// The durability mode.
     pub fn durability_mode(&self) -> Durability {
         self.durability
+    }
+
+    /// A [`Backoff`](crate::Backoff) capped at this handle's maximum sleep,
+    /// for callers writing their own wait loops.
+    pub fn new_backoff(&self, timeout: Option<Duration>) -> crate::Backoff {
+        crate::Backoff::new(self.max_backoff, timeout)
     }
 }
 
@@ -273,15 +277,22 @@ impl<D: BlockDevice> Link<D> {
 
     /// Writes this side's state sector; durably in the power-loss mode.
     pub(crate) fn write_state(&mut self, state: State) -> Result<()> {
+        let durable = self.options.durability == Durability::PowerLoss;
+        self.write_state_as(state, durable)
+    }
+
+    /// Writes this side's state sector, durably or not.
+    pub(crate) fn write_state_as(&mut self, state: State, durable: bool) -> Result<()> {
         let label = Label {
             queue: &self.options.queue,
             client: &self.options.client,
         };
         format::encode_state(self.side, state, Some(label), &mut self.sector);
         let sector = self.side.sector();
-        let r = match self.options.durability {
-            Durability::PowerLoss => self.device.write_durable(sector, &self.sector),
-            Durability::ProcessCrash => self.device.write(sector, &self.sector),
+        let r = if durable {
+            self.device.write_durable(sector, &self.sector)
+        } else {
+            self.device.write(sector, &self.sector)
         };
         r.map_err(|e| Error::io(IoOp::Write, sector, e))?;
         tracing::trace!(

@@ -19,7 +19,7 @@ fn payload(len: usize, seed: usize) -> Vec<u8> {
         .collect()
 }
 
-fn push_pop_scenario<D: BlockDevice + Clone>(disk: D, durability: Durability) {
+fn push_pop_scenario<D: BlockDevice + Clone>(disk: D, durability: Durability, loops: usize) {
     create(&disk).unwrap();
     let options = Options::new().durability(durability);
     let mut producer = Producer::attach(disk.clone(), options.clone()).unwrap();
@@ -28,7 +28,7 @@ fn push_pop_scenario<D: BlockDevice + Clone>(disk: D, durability: Durability) {
     let mut seed = 0;
     for &len in &LENGTHS {
         for batch in 1..=5 {
-            for _ in 0..64 {
+            for _ in 0..loops {
                 assert!(matches!(
                     consumer.pop(),
                     Err(Error::Retry(RetryReason::Empty))
@@ -57,21 +57,25 @@ fn push_pop_scenario<D: BlockDevice + Clone>(disk: D, durability: Durability) {
         }
     }
     // The stream wrapped many times over.
-    assert!(producer.published().offset() > 20 * producer.geometry().capacity());
+    assert!(producer.published().offset() > loops as u64 / 3 * producer.geometry().capacity());
 }
 
 #[test]
 fn original_push_pop_scenarios_in_memory() {
-    push_pop_scenario(MemDevice::new(512, 32), Durability::PowerLoss);
+    push_pop_scenario(MemDevice::new(512, 32), Durability::PowerLoss, 64);
 }
 
 #[test]
 fn original_push_pop_scenarios_on_a_file_in_both_modes() {
-    for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
+    // Fewer loops than in memory: in the power-loss mode this ping-pong on a
+    // tiny ring costs five cache flushes per item (the worst case: every
+    // push reuses space released an instant before).
+    for (durability, loops) in [(Durability::PowerLoss, 12), (Durability::ProcessCrash, 64)] {
         let file = common::ring_file(16384);
         push_pop_scenario(
             std::sync::Arc::new(FileDevice::open(file.path()).unwrap()),
             durability,
+            loops,
         );
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers for the system tests: deterministic items, temporary rings,
 //! loop devices, and child processes that are always cleaned up.
 
+pub mod nbd;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

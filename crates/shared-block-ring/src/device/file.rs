@@ -14,9 +14,9 @@ use crate::layout;
 /// How to open a [`FileDevice`].
 #[derive(Debug, Clone)]
 pub struct FileOptions {
-    direct: bool,
-    sector_size: Option<usize>,
-    read_only: bool,
+    pub(crate) direct: bool,
+    pub(crate) sector_size: Option<usize>,
+    pub(crate) read_only: bool,
 }
 
 impl Default for FileOptions {
@@ -108,13 +108,9 @@ impl FileDevice {
         if options.direct {
             oo.custom_flags(libc::O_DIRECT);
         }
-        let file = match oo.open(&path) {
-            Ok(f) => f,
-            Err(e) if options.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                return Err(Error::DirectIoUnsupported { path });
-            }
-            Err(e) => return Err(open_err(e)),
-        };
+        let file = oo
+            .open(&path)
+            .map_err(|e| open_error(&path, e, options.direct))?;
         let meta = file.metadata().map_err(open_err)?;
         let block_device = meta.file_type().is_block_device();
         let (native_sector, bytes) = if block_device {
@@ -222,6 +218,22 @@ impl FileDevice {
             Err(io::Error::last_os_error())
         } else {
             Ok(fl)
+        }
+    }
+}
+
+/// Names the failure to open `path`: a filesystem that refuses O_DIRECT
+/// fails the open with EINVAL (tmpfs before Linux 6.6, some FUSE and
+/// network filesystems), which deserves its own error naming the way out.
+fn open_error(path: &Path, e: io::Error, direct: bool) -> Error {
+    if direct && e.raw_os_error() == Some(libc::EINVAL) {
+        Error::DirectIoUnsupported {
+            path: path.to_path_buf(),
+        }
+    } else {
+        Error::Open {
+            path: path.to_path_buf(),
+            source: e,
         }
     }
 }
@@ -384,6 +396,43 @@ mod tests {
             d.write(0, &buf[..100]).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
+    }
+
+    #[test]
+    fn a_filesystem_refusing_o_direct_names_the_buffered_option() {
+        let e = open_error(
+            Path::new("/mnt/fuse/ring.img"),
+            io::Error::from_raw_os_error(libc::EINVAL),
+            true,
+        );
+        assert!(matches!(e, Error::DirectIoUnsupported { .. }));
+        let text = e.to_string();
+        assert!(
+            text.contains("/mnt/fuse/ring.img") && text.contains("O_DIRECT"),
+            "{text}"
+        );
+        assert!(
+            text.contains("direct(false)") && text.contains("--buffered"),
+            "{text}"
+        );
+        // Without O_DIRECT, EINVAL is just an open error.
+        let e = open_error(
+            Path::new("x"),
+            io::Error::from_raw_os_error(libc::EINVAL),
+            false,
+        );
+        assert!(matches!(e, Error::Open { .. }));
+    }
+
+    #[test]
+    fn buffered_io_works_where_direct_io_does() {
+        let f = file_of(8192);
+        let d = FileDevice::open_with(f.path(), &FileOptions::new().direct(false)).unwrap();
+        assert!(!d.is_direct());
+        d.write_durable(1, &[5u8; 512]).unwrap();
+        let mut b = [0u8; 512];
+        d.read(1, &mut b).unwrap();
+        assert_eq!(b, [5u8; 512]);
     }
 
     #[test]

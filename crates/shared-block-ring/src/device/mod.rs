@@ -3,8 +3,9 @@
 //! A [`BlockDevice`] reads and writes whole sectors at a sector index and
 //! flushes its write cache. That is all the ring needs, so any storage with
 //! those three operations can carry a ring: [`FileDevice`] for regular files
-//! and kernel block devices, [`MemDevice`] for tests, and wrappers such as
-//! the fault-injecting [`FaultDevice`].
+//! and kernel block devices, [`NbdDevice`] for an export of a network block
+//! device server (qemu-nbd, nbdkit), [`MemDevice`] for tests, and wrappers
+//! such as the fault-injecting [`FaultDevice`].
 //!
 //! Buffers passed to a device should come from [`AlignedBuf`]: the file
 //! backend then hands them straight to the kernel with O_DIRECT (no copy).
@@ -19,11 +20,13 @@ mod aligned;
 pub mod fault;
 mod file;
 mod mem;
+mod nbd;
 
 pub use aligned::AlignedBuf;
 pub use fault::{CrashPoint, FaultDevice, FaultOp, OpCounts, UnflushedSector};
 pub use file::{FileDevice, FileOptions};
 pub use mem::MemDevice;
+pub use nbd::{BlockSizes, NbdAddress, NbdDevice, NbdUri};
 
 /// A device made of fixed-size sectors.
 ///
@@ -103,12 +106,21 @@ pub trait BlockDevice: Send + Sync {
 }
 
 /// Opens the device named by `spec`: a path to a regular file or a block
-/// device. (Network block device URIs are handled here too once that
-/// backend exists.) `options` apply to whichever backend `spec` selects.
+/// device, or an NBD URI (`nbd://host[:port]/export`,
+/// `nbd+unix:///export?socket=PATH`). `options` apply to whichever backend
+/// `spec` selects (for NBD, the sector size and read-only mode).
+///
+/// A spec of the form `scheme://...` is always taken as a URI, never as a
+/// path.
 ///
 /// # Errors
-/// As [`FileDevice::open_with`].
+/// As [`FileDevice::open_with`] or [`NbdDevice::open_with`];
+/// [`Error::InvalidUri`](crate::Error::InvalidUri) for a URI of another
+/// scheme.
 pub fn open(spec: &str, options: &FileOptions) -> Result<Box<dyn BlockDevice>, crate::Error> {
+    if nbd::looks_like_uri(spec) {
+        return Ok(Box::new(NbdDevice::open_with(spec, options)?));
+    }
     Ok(Box::new(FileDevice::open_with(spec, options)?))
 }
 

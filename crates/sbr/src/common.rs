@@ -1,0 +1,141 @@
+//! What every command shares: device arguments, opening, exit codes and
+//! error reporting.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::Args;
+use shared_block_ring::device::{self, BlockDevice};
+use shared_block_ring::{Durability, Error, FileOptions, Options};
+
+/// Exit status for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status for a fatal error.
+pub const EXIT_FATAL: u8 = 1;
+/// Exit status for a usage error (clap uses it too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status for "try again later" (EX_TEMPFAIL): the ring is full with
+/// `--no-wait`, a handshake is not yet acknowledged, a `--wait` timed out.
+pub const EXIT_RETRY: u8 = 75;
+/// Exit status for "the ring is suspended" (EX_UNAVAILABLE).
+pub const EXIT_SUSPENDED: u8 = 69;
+
+/// A command's failure: one line for stderr and an exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit status.
+    pub code: u8,
+    /// The message, without the `error: ` prefix.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with an explicit status.
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A library error on `device`, with the status its kind calls for.
+    pub fn ring(device: &str, e: &Error) -> Failure {
+        let code = match e {
+            Error::Retry(_) => EXIT_RETRY,
+            Error::Suspended => EXIT_SUSPENDED,
+            _ => EXIT_FATAL,
+        };
+        Failure::new(code, format!("{device}: {e}"))
+    }
+
+    /// Prints the message and returns the exit status.
+    pub fn report(&self) -> ExitCode {
+        // The message may quote device contents; they are escaped where
+        // they are formatted, so this is plain text.
+        eprintln!("error: {}", self.message);
+        ExitCode::from(self.code)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The result type of every command.
+pub type CmdResult = Result<(), Failure>;
+
+/// Turns a library result into a command result for `device`.
+pub trait OnDevice<T> {
+    /// Attaches the device name to the error.
+    fn on(self, device: &str) -> Result<T, Failure>;
+}
+
+impl<T> OnDevice<T> for Result<T, Error> {
+    fn on(self, device: &str) -> Result<T, Failure> {
+        self.map_err(|e| Failure::ring(device, &e))
+    }
+}
+
+/// The device and how to open it: shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// The ring's device: a regular file, a block device (/dev/loop0,
+    /// /dev/sdb), or a network block device URI (nbd://host[:port]/export,
+    /// nbd+unix:///export?socket=PATH).
+    #[arg(value_name = "DEVICE")]
+    pub device: String,
+
+    /// Sector size in bytes; default: the device's own (512 for files).
+    /// Both sides of a ring must use the same.
+    #[arg(long, value_name = "BYTES")]
+    pub sector_size: Option<usize>,
+
+    /// What an advance survives: power-loss (flush before publishing; the
+    /// default) or process-crash (no flushes, the original's behaviour).
+    #[arg(long, default_value = "power-loss", value_name = "MODE")]
+    pub durability: Durability,
+
+    /// Use the page cache instead of O_DIRECT (for filesystems such as
+    /// tmpfs that refuse O_DIRECT). Only coherent on a single host.
+    #[arg(long)]
+    pub buffered: bool,
+}
+
+impl DeviceArgs {
+    /// Opens the device read-write (or read-only).
+    pub fn open(&self, read_only: bool) -> Result<Box<dyn BlockDevice>, Failure> {
+        let mut options = FileOptions::new()
+            .direct(!self.buffered)
+            .read_only(read_only);
+        if let Some(ss) = self.sector_size {
+            options = options.sector_size(ss);
+        }
+        device::open(&self.device, &options).map_err(|e| Failure::ring(&self.device, &e))
+    }
+
+    /// Ring options with this durability mode.
+    pub fn options(&self) -> Options {
+        Options::new().durability(self.durability)
+    }
+}
+
+/// Parses a size such as `10MiB`, `1G` or `65536`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| format!("invalid size {s:?}: {e}"))
+}
+
+/// Parses a duration such as `5s`, `250ms` or `1m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// True when a write failed because the reader went away; not an error
+/// for a command-line filter.
+pub fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}

@@ -1,0 +1,142 @@
+//! `sbr create`: initialise a ring, creating its file if needed.
+
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use shared_block_ring::{create, format, layout, Created, Geometry};
+
+use crate::common::{parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_USAGE};
+
+/// Arguments of `sbr create`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    dev: DeviceArgs,
+
+    /// Size of the file to create when it does not exist (10MiB, 1G, or
+    /// bytes). Written in full with zeroes, never left sparse.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+
+    /// Overwrite the whole device with zeroes before initialising.
+    #[arg(long)]
+    erase: bool,
+
+    /// Permissions of a new file, in octal.
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    mode: u32,
+
+    /// With --erase: do not ask before erasing an existing ring.
+    #[arg(long)]
+    yes: bool,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("invalid mode {s:?}: expected octal permissions such as 600"))
+}
+
+/// Runs `sbr create`.
+pub fn run(a: Args) -> CmdResult {
+    let name = &a.dev.device;
+    let is_uri = name.contains("://");
+    if !is_uri && !Path::new(name).exists() {
+        let Some(size) = a.size else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!("{name}: no such file; pass --size to create it"),
+            ));
+        };
+        make_file(name, size, a.mode)?;
+    } else if let Some(size) = a.size {
+        if !is_uri {
+            let actual = std::fs::metadata(name)
+                .map_err(|e| Failure::new(EXIT_FATAL, format!("{name}: {e}")))?
+                .len();
+            let is_file = std::fs::metadata(name)
+                .map(|m| m.is_file())
+                .unwrap_or(false);
+            if is_file && actual != size {
+                return Err(Failure::new(
+                    EXIT_FATAL,
+                    format!(
+                        "{name} already exists with {actual} bytes, not {size}; \
+                         refusing to resize it (remove it, or omit --size)"
+                    ),
+                ));
+            }
+        }
+    }
+    let device = a.dev.open(false)?;
+    let geometry = Geometry::new(device.sector_size(), device.sectors()).on(name)?;
+    if a.erase {
+        crate::erase::confirm_if_ring(&*device, name, a.yes)?;
+        crate::erase::erase_with_progress(&*device, name, b"")?;
+    }
+    match create(&*device).on(name)? {
+        Created::Created => println!(
+            "created a ring on {name}: capacity {} bytes ({} data sectors of {} bytes)",
+            geometry.capacity(),
+            geometry.data_sectors(),
+            geometry.sector_size()
+        ),
+        Created::AlreadyInitialised => println!(
+            "{name} already holds a ring (capacity {} bytes); nothing changed",
+            geometry.capacity()
+        ),
+    }
+    Ok(())
+}
+
+/// Creates `path` with `mode` and writes `size` zero bytes to it.
+pub fn make_file(path: &str, size: u64, mode: u32) -> CmdResult {
+    let fail = |e: std::io::Error| Failure::new(EXIT_FATAL, format!("{path}: {e}"));
+    let min = layout::MIN_SECTORS * layout::DEFAULT_FILE_SECTOR_SIZE as u64;
+    if size < min {
+        return Err(Failure::new(
+            EXIT_FATAL,
+            format!(
+                "{path}: the block device is too small for a ring: {size} bytes; \
+                 the minimum size is {} sectors ({min} bytes)",
+                layout::MIN_SECTORS
+            ),
+        ));
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(fail)?;
+    // Written in full: sync writes into space that is only allocated (or a
+    // hole) make the filesystem journal every extent change.
+    let chunk = vec![0u8; 1 << 20];
+    let progress = std::io::stderr().is_terminal() && size >= 256 << 20;
+    let bar = progress.then(|| crate::erase::progress_bar(size, "zeroing"));
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n]).map_err(fail)?;
+        left -= n as u64;
+        if let Some(b) = &bar {
+            b.inc(n as u64);
+        }
+    }
+    file.sync_all().map_err(fail)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(())
+}
+
+/// Whether sector 0 of `device` holds the ring signature.
+pub fn holds_ring(device: &dyn shared_block_ring::BlockDevice) -> bool {
+    let mut sector = shared_block_ring::AlignedBuf::zeroed(device.sector_size());
+    device.sectors() > 0
+        && device.read(0, &mut sector).is_ok()
+        && format::check_signature(&sector).is_ok()
+}

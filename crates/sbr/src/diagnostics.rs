@@ -1,0 +1,174 @@
+//! `sbr diagnostics`: show a ring's state and everything wrong with it.
+//!
+//! Opens the device read-only and takes no lock, so it is safe on a ring in
+//! use. Everything read from the device is escaped before it is printed.
+
+use serde_json::json;
+use shared_block_ring::escape::escape_bytes;
+use shared_block_ring::inspect::{inspect, Inspection};
+use shared_block_ring::layout;
+
+use crate::common::{CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+
+/// Arguments of `sbr diagnostics`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    dev: DeviceArgs,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+
+    /// How many pending items to show.
+    #[arg(long, default_value_t = 5)]
+    items: usize,
+}
+
+/// Payload bytes shown per item.
+const PREVIEW: usize = 48;
+
+/// Runs `sbr diagnostics`.
+pub fn run(a: Args) -> CmdResult {
+    let name = &a.dev.device;
+    let device = a.dev.open(true)?;
+    let describe = device.describe();
+    let r = inspect(&*device, a.items, PREVIEW).on(name)?;
+    if a.json {
+        println!("{}", to_json(&r, &describe));
+    } else {
+        print_text(&r, name, &describe);
+    }
+    let problems = r.problems();
+    match problems.first() {
+        None => Ok(()),
+        Some(first) => Err(Failure::new(EXIT_FATAL, format!("{name}: {first}"))),
+    }
+}
+
+fn flag(b: u8) -> &'static str {
+    match b {
+        layout::FLAG_TRUE => "true",
+        layout::FLAG_FALSE => "false",
+        _ => "INVALID",
+    }
+}
+
+fn print_text(r: &Inspection, name: &str, describe: &str) {
+    let g = r.geometry;
+    println!("device:      {name}");
+    println!("             {describe}");
+    println!(
+        "signature:   {}",
+        match &r.signature {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("MISSING: {e}"),
+        }
+    );
+    println!(
+        "geometry:    {} sectors of {} bytes; {} data sectors; capacity {} bytes",
+        g.sectors(),
+        g.sector_size(),
+        g.data_sectors(),
+        g.capacity()
+    );
+    match &r.producer {
+        Ok(p) => println!(
+            "producer:    position {}, suspend_ack {} (flag byte {})",
+            p.position, p.flag, r.producer_flag_byte
+        ),
+        Err(e) => println!("producer:    INVALID: {e}"),
+    }
+    match &r.consumer {
+        Ok(c) => println!(
+            "consumer:    position {}, suspend {} (flag byte {})",
+            c.position, c.flag, r.consumer_flag_byte
+        ),
+        Err(e) => println!("consumer:    INVALID: {e}"),
+    }
+    println!("producer text: \"{}\"", escape_bytes(&r.producer_text));
+    println!("consumer text: \"{}\"", escape_bytes(&r.consumer_text));
+    if let Some(Err(e)) = &r.positions {
+        println!("positions:   INVALID: {e}");
+    }
+    if let Some(used) = r.used() {
+        println!(
+            "used:        {used} bytes; free {} bytes",
+            g.capacity() - used
+        );
+        let state = if flag(r.producer_flag_byte) == "true" {
+            "suspended"
+        } else if flag(r.consumer_flag_byte) == "true" {
+            "suspend requested, not yet acknowledged"
+        } else {
+            "running"
+        };
+        println!("state:       {state}");
+        println!(
+            "pending:     {} items{}",
+            r.item_count,
+            if r.item_error.is_some() {
+                " before an invalid one"
+            } else {
+                ""
+            }
+        );
+        for item in &r.items {
+            let more = if item.preview.len() < item.len as usize {
+                "..."
+            } else {
+                ""
+            };
+            println!(
+                "  at {} (next {}), {} bytes: \"{}\"{more}",
+                item.position,
+                item.next,
+                item.len,
+                escape_bytes(&item.preview)
+            );
+        }
+        if let Some(e) = &r.item_error {
+            println!("  INVALID: {e}");
+        }
+    }
+    let problems = r.problems();
+    if problems.is_empty() {
+        println!("verdict:     healthy");
+    } else {
+        for p in problems {
+            println!("problem:     {p}");
+        }
+    }
+}
+
+fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
+    let state = |s: &Result<shared_block_ring::format::State, shared_block_ring::Corruption>,
+                 byte: u8,
+                 text: &[u8]| {
+        match s {
+            Ok(st) => json!({"position": st.position, "flag": st.flag, "flag_byte": byte,
+                             "text": escape_bytes(text).to_string()}),
+            Err(e) => json!({"error": e.to_string(), "flag_byte": byte,
+                             "text": escape_bytes(text).to_string()}),
+        }
+    };
+    json!({
+        "device": describe,
+        "signature_ok": r.signature.is_ok(),
+        "signature_error": r.signature.as_ref().err().map(|e| e.to_string()),
+        "sector_size": r.geometry.sector_size(),
+        "sectors": r.geometry.sectors(),
+        "capacity": r.geometry.capacity(),
+        "producer": state(&r.producer, r.producer_flag_byte, &r.producer_text),
+        "consumer": state(&r.consumer, r.consumer_flag_byte, &r.consumer_text),
+        "used": r.used(),
+        "free": r.used().map(|u| r.geometry.capacity() - u),
+        "pending_items": r.item_count,
+        "items": r.items.iter().map(|i| json!({
+            "position": i.position, "next": i.next, "len": i.len,
+            "preview": escape_bytes(&i.preview).to_string(),
+        })).collect::<Vec<_>>(),
+        "problems": r.problems(),
+        "healthy": r.is_healthy(),
+    })
+}

@@ -1,0 +1,195 @@
+//! The `sbr` binary on kernel block devices (loop devices, a device-mapper
+//! device that fails I/O) and over NBD.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use system_tests::nbd::{NbdServer, Transport};
+use system_tests::{ring_file, LoopDevice};
+
+/// The `sbr` binary that `cargo test --workspace` builds next to this test.
+fn sbr_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("sbr"))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "{} is missing: run these tests with `cargo test --workspace`, which builds sbr",
+        bin.display()
+    );
+    bin
+}
+
+fn sbr(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(sbr_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "sbr failed ({:?}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn failed(o: &Output, code: i32, cause: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.starts_with("error: ") && err.contains(cause), "{err}");
+}
+
+fn lines(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("item {i} {}\n", "y".repeat(i % 200)).into_bytes())
+        .collect()
+}
+
+#[test]
+fn every_command_works_on_a_loop_device() {
+    let file = ring_file(1 << 20);
+    let dev = LoopDevice::attach(file.path());
+    let d = dev.path().display().to_string();
+    // A block device exists already: no --size.
+    let out = ok(&sbr(&["create", &d], b""));
+    assert!(out.contains("capacity 1047040 bytes"), "{out}");
+    ok(&sbr(&["produce", &d, "--queue", "q"], b"alpha\nbeta\n"));
+    let diag = ok(&sbr(&["diagnostics", &d], b""));
+    assert!(
+        diag.contains("block device") && diag.contains("pending:     2 items"),
+        "{diag}"
+    );
+    assert_eq!(ok(&sbr(&["consume", &d], b"")), "alpha\nbeta\n");
+    ok(&sbr(&["suspend", &d], b""));
+    failed(&sbr(&["produce", &d], b"x\n"), 69, "suspended");
+    ok(&sbr(&["resume", &d], b""));
+    ok(&sbr(&["produce", &d], b"gamma\n"));
+    // Two processes through the loop device, wrapping the ring many times.
+    let input = lines(30_000);
+    let consumer = Command::new(sbr_bin())
+        .args(["consume", &d, "--follow", "--max", "30000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let consumer = std::thread::spawn(move || consumer.wait_with_output().unwrap());
+    ok(&sbr(&["produce", &d], &input));
+    let c = consumer.join().unwrap();
+    // The consumer stops after 30,000 items: "gamma" and all but the last line.
+    let mut expected = b"gamma\n".to_vec();
+    for line in input.split_inclusive(|&b| b == b'\n').take(29_999) {
+        expected.extend_from_slice(line);
+    }
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert_eq!(c.stdout.len(), expected.len());
+    assert!(c.stdout == expected, "output differs");
+    // The last line is still in the ring.
+    assert_eq!(ok(&sbr(&["consume", &d], b"")).lines().count(), 1);
+    ok(&sbr(&["erase", &d, "--pattern", "gone"], b""));
+    failed(
+        &sbr(&["diagnostics", &d], b""),
+        1,
+        "not a shared block ring",
+    );
+}
+
+#[test]
+fn a_loop_device_that_is_too_small() {
+    let file = ring_file(1536);
+    let dev = LoopDevice::attach(file.path());
+    let d = dev.path().display().to_string();
+    failed(&sbr(&["create", &d], b""), 1, "minimum size is 4 sectors");
+}
+
+#[test]
+fn device_io_errors_are_reported_and_lose_nothing_published() {
+    // A real server failing every request while a trigger file exists
+    // (nbdkit's error filter): the kernel here has no device-mapper, so no
+    // dm-error target.
+    let image = ring_file(64 * 1024);
+    let dir = tempfile::tempdir_in(system_tests::test_dir()).unwrap();
+    let trigger = dir.path().join("fail-now");
+    let file_arg = format!("file={}", image.path().display());
+    let trigger_arg = format!("error-file={}", trigger.display());
+    let server = NbdServer::nbdkit(
+        &["error"],
+        &[
+            "file",
+            &file_arg,
+            "error=EIO",
+            "error-rate=100%",
+            &trigger_arg,
+        ],
+        Transport::Unix,
+    );
+    let d = server.uri();
+    ok(&sbr(&["create", &d], b""));
+    let line = format!("{}\n", "z".repeat(999));
+    ok(&sbr(
+        &["produce", &d, "--batch", "10"],
+        line.repeat(20).as_bytes(),
+    ));
+    std::fs::write(&trigger, b"").unwrap();
+    let o = sbr(
+        &["produce", &d, "--batch", "10"],
+        line.repeat(20).as_bytes(),
+    );
+    failed(&o, 1, "Input/output error");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&d));
+    let o = sbr(&["diagnostics", &d], b"");
+    failed(&o, 1, "device I/O error while reading sector 0");
+    std::fs::remove_file(&trigger).unwrap();
+    // What was published before the failure is intact and readable.
+    let diag = ok(&sbr(&["diagnostics", &d], b""));
+    assert!(diag.contains("pending:     20 items"), "{diag}");
+    let consumed = ok(&sbr(&["consume", &d], b""));
+    assert_eq!(consumed.lines().count(), 20);
+    assert!(consumed.lines().all(|l| l == &line[..999]));
+}
+
+#[test]
+fn sbr_takes_nbd_uris() {
+    let image = ring_file(1 << 20);
+    let server = NbdServer::qemu_nbd(image.path(), "ring", Transport::Unix, &["--cache=none"]);
+    let uri = server.uri();
+    let out = ok(&sbr(&["create", &uri], b""));
+    assert!(out.contains("created a ring"), "{out}");
+    ok(&sbr(&["produce", &uri], b"over\nthe\nnetwork\n"));
+    let diag = ok(&sbr(&["diagnostics", &uri, "--json"], b""));
+    let v: serde_json::Value = serde_json::from_str(&diag).unwrap();
+    assert_eq!(v["pending_items"], 3);
+    assert_eq!(
+        ok(&sbr(&["consume", &uri, "--max", "2"], b"")),
+        "over\nthe\n"
+    );
+    ok(&sbr(&["suspend", &uri], b""));
+    failed(&sbr(&["produce", &uri], b"x\n"), 69, "suspended");
+    ok(&sbr(&["resume", &uri], b""));
+    assert_eq!(ok(&sbr(&["consume", &uri], b"")), "network\n");
+    failed(
+        &sbr(&["consume", "nbd://127.0.0.1:1/none"], b""),
+        1,
+        "nbd://127.0.0.1:1/none",
+    );
+    failed(&sbr(&["consume", "nbds://host/x"], b""), 1, "nbds://host/x");
+}
