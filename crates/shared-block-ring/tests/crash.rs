@@ -35,6 +35,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shared_block_ring::device::{CrashPoint, FaultDevice};
 use shared_block_ring::format::decode_state;
+use shared_block_ring::BlockDevice as _;
 use shared_block_ring::{
     create, layout, Consumer, Created, Durability, Error, MemDevice, Options, Position, Producer,
     RetryReason, Side, SignatureProblem,
@@ -765,4 +766,41 @@ fn a_write_whose_last_sector_reaches_into_not_yet_durable_released_space_is_safe
         states += 1;
     }
     assert!(states > 1);
+}
+
+/// Regression test, the mirror case: a producer `advance` whose pointer
+/// write has reached the device (so the consumer reads it) but is not yet
+/// durable. A consumer that releases items up to that pointer must make it
+/// durable first: otherwise a power cut could keep the consumer position
+/// and lose the producer's, leaving the consumer ahead of the producer.
+///
+/// The producer here writes in the process-crash mode, with its data
+/// flushed by hand, only to stage that in-flight state exactly.
+#[test]
+fn a_producer_advance_in_flight_does_not_let_the_consumer_pass_it_after_a_power_cut() {
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let staged = Options::new().durability(Durability::ProcessCrash);
+    let mut p = Producer::attach(dev.clone(), staged).unwrap();
+    let mut end = Position::ZERO;
+    for i in 0..4 {
+        end = p.push(&item_bytes(3, i, 300)).unwrap();
+    }
+    dev.flush().unwrap(); // the data is durable, as a power-loss advance makes it
+    p.advance(end).unwrap(); // the pointer: visible, not durable
+    let mut c = Consumer::attach(dev.clone(), Options::new()).unwrap();
+    let (last, n) = c.fold(c.position(), 0, |n, _| n + 1).unwrap();
+    assert_eq!((last, n), (end, 4));
+    c.advance(last).unwrap();
+    dev.crash_after(0);
+    let point = dev.crash_point().unwrap();
+    let mut states = 0;
+    for image in point.power_cut_images(4096, 3) {
+        let ring = MemDevice::from_bytes(512, image);
+        Consumer::attach(ring.clone(), Options::new())
+            .and_then(|_| Producer::attach(ring, Options::new()).map(|_| ()))
+            .unwrap_or_else(|e| panic!("after a power cut: {e}"));
+        states += 1;
+    }
+    assert!(states >= 1);
 }
