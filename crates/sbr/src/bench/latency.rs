@@ -1,0 +1,162 @@
+//! End-to-end latency between two processes: this process pushes one item
+//! at a time on an idle ring, a `sbr bench-peer` child pops it; each item
+//! carries the CLOCK_MONOTONIC time of its push, and the child reports, on
+//! its standard output, how long before its pop that was.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use shared_block_ring::{Consumer, Durability, Producer};
+
+use super::io::{die_with_parent, fresh_ring, item, now_ns, open, open_counted, ChildGuard};
+use super::report::{limit, Kind, Row};
+use super::ring::options;
+use super::{percentile, BenchError, Ctx};
+use crate::common::{CmdResult, Failure, OnDevice, EXIT_FATAL};
+
+/// Arguments of the hidden `sbr bench-peer`.
+#[derive(clap::Args, Debug)]
+pub struct PeerArgs {
+    /// The ring's device.
+    #[arg(long)]
+    device: String,
+    /// Durability mode.
+    #[arg(long)]
+    durability: Durability,
+    /// Give up when no item comes for this long.
+    #[arg(long, default_value = "10s", value_parser = crate::common::parse_duration)]
+    timeout: Duration,
+}
+
+/// The sequence number of the item that ends a run.
+const STOP: u64 = u64::MAX;
+/// Items carry their sequence number and push time: 16 bytes.
+pub const MIN_PAYLOAD: usize = 16;
+
+/// Runs `sbr bench-peer`: pops until the stop item, printing each item's
+/// latency in nanoseconds on its own line once the item is released.
+pub fn run_peer(a: PeerArgs) -> CmdResult {
+    let fatal = |m: String| Failure::new(EXIT_FATAL, m);
+    let device = open(&a.device).map_err(|e| Failure::new(EXIT_FATAL, e.to_string()))?;
+    let mut consumer =
+        Consumer::attach(device, options(a.durability, "bench peer")).on(&a.device)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let say = |out: &mut std::io::StdoutLock, line: String| {
+        writeln!(out, "{line}")
+            .and_then(|_| out.flush())
+            .map_err(|e| fatal(format!("writing to the bench: {e}")))
+    };
+    say(&mut out, "ready".into())?;
+    loop {
+        let (next, bytes) = consumer.pop_wait(Some(a.timeout)).on(&a.device)?;
+        let popped = now_ns();
+        let (Some(seq), Some(sent)) = (
+            bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes),
+            bytes
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes),
+        ) else {
+            return Err(fatal(format!(
+                "{}: an item of {} bytes: the bench's items have at least {MIN_PAYLOAD}",
+                a.device,
+                bytes.len()
+            )));
+        };
+        consumer.advance(next).on(&a.device)?;
+        if seq == STOP {
+            return Ok(());
+        }
+        say(&mut out, popped.saturating_sub(sent).to_string())?;
+    }
+}
+
+/// One latency row: push to pop between this process and a peer.
+pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
+    let payload = payload.max(MIN_PAYLOAD);
+    fresh_ring(&ctx.spec)?;
+    let mut producer = Producer::attach(
+        open_counted(&ctx.spec)?,
+        options(durability, "bench producer"),
+    )?;
+    let exe =
+        std::env::current_exe().map_err(|e| BenchError::msg(format!("finding sbr itself: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "bench-peer",
+        "--device",
+        &ctx.spec,
+        "--durability",
+        durability.name(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    let child = die_with_parent(&mut cmd)
+        .spawn()
+        .map_err(|e| BenchError::msg(format!("starting sbr bench-peer: {e}")))?;
+    let mut peer = ChildGuard::new(child, "sbr bench-peer");
+    let stdout = peer
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| BenchError::msg("no pipe from sbr bench-peer"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut next_line = || -> Result<String, BenchError> {
+        match lines.next() {
+            Some(Ok(l)) => Ok(l),
+            Some(Err(e)) => Err(BenchError::msg(format!("reading from sbr bench-peer: {e}"))),
+            None => Err(BenchError::msg(
+                "sbr bench-peer stopped early (see its error above)",
+            )),
+        }
+    };
+    if next_line()? != "ready" {
+        return Err(BenchError::msg("sbr bench-peer said something unexpected"));
+    }
+    let mut data = item(payload);
+    let mut rng = rand::rng();
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 3 || start.elapsed() < ctx.cfg.latency_budget {
+        // A random pause, so that pushes meet the consumer at every point
+        // of its polling schedule, as they would on an idle ring.
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..2000)));
+        data[..8].copy_from_slice(&(samples.len() as u64).to_le_bytes());
+        data[8..16].copy_from_slice(&now_ns().to_le_bytes());
+        let end = producer.push(&data)?;
+        producer.advance(end)?;
+        let ns: u64 = next_line()?
+            .parse()
+            .map_err(|e| BenchError::msg(format!("sbr bench-peer sent a bad latency: {e}")))?;
+        samples.push(ns as f64 / 1e3);
+    }
+    data[..8].copy_from_slice(&STOP.to_le_bytes());
+    let end = producer.push(&data)?;
+    producer.advance(end)?;
+    let status = peer.wait(Duration::from_secs(20))?;
+    if !status.success() {
+        return Err(BenchError::msg(format!("sbr bench-peer failed ({status})")));
+    }
+    let p50 = percentile(&mut samples, 0.5);
+    let p99 = percentile(&mut samples, 0.99);
+    let mut row = Row::new(
+        "latency (2 processes)",
+        durability,
+        "bench device",
+        payload,
+        1,
+        1e6 / p50,
+        limit(Kind::Latency, durability, payload, &ctx.limits),
+        samples.len(),
+    );
+    row.latency_p50_us = Some(p50);
+    row.latency_p99_us = Some(p99);
+    Ok(row.note("items/s = 1 / p50"))
+}
