@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,22 +76,28 @@ impl IoStats {
 }
 
 /// A device that counts reads, writes, flushes and state-sector writes,
-/// so that each row can say how many flushes a publication cost. The
-/// counting is a few relaxed atomic increments per I/O.
+/// so that each row can say how many flushes a publication cost, and that
+/// may show only the first sectors of the device (the rest is the bench's
+/// scratch area, where device limits are measured while a ring is in
+/// use). The counting is a few relaxed atomic increments per I/O.
 pub struct Counted {
     inner: Box<dyn BlockDevice>,
     stats: Arc<IoStats>,
+    sectors: u64,
 }
 
 /// The device type every ring in the bench uses.
 pub type Dev = Counted;
 
 impl Counted {
-    /// Counts `inner`'s I/O in a new set of counters.
-    pub fn new(inner: Box<dyn BlockDevice>) -> Counted {
+    /// Counts `inner`'s I/O in a new set of counters; shows its first
+    /// `sectors` sectors (all of them with `None`).
+    pub fn new(inner: Box<dyn BlockDevice>, sectors: Option<u64>) -> Counted {
+        let all = inner.sectors();
         Counted {
             inner,
             stats: Arc::new(IoStats::default()),
+            sectors: sectors.map_or(all, |s| s.min(all)),
         }
     }
 
@@ -105,7 +112,7 @@ impl BlockDevice for Counted {
         self.inner.sector_size()
     }
     fn sectors(&self) -> u64 {
-        self.inner.sectors()
+        self.sectors
     }
     fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
@@ -144,19 +151,54 @@ pub fn open(spec: &str) -> Result<Box<dyn BlockDevice>, BenchError> {
     device::open(spec, &FileOptions::new()).map_err(|e| BenchError::ring(spec, e))
 }
 
-/// Opens `spec` with counters.
-pub fn open_counted(spec: &str) -> Result<Dev, BenchError> {
-    Ok(Counted::new(open(spec)?))
+/// Where the bench's rings live: a device spec, and how many of its
+/// sectors the ring may use (the rest is scratch space).
+#[derive(Debug, Clone)]
+pub struct RingDev {
+    /// The device spec (path or URI).
+    pub spec: String,
+    /// The sectors the ring spans; `None`: the whole device.
+    pub sectors: Option<u64>,
 }
 
-/// Makes `spec` hold a new, empty ring (positions 0), whatever it held:
-/// blanks the signature, then creates. Nobody may be attached.
-pub fn fresh_ring(spec: &str) -> Result<(), BenchError> {
-    let d = open(spec)?;
-    let blank = AlignedBuf::zeroed(d.sector_size());
-    d.write_durable(layout::SIGNATURE_SECTOR, &blank)
-        .map_err(|e| BenchError::io(spec, "blanking the signature", e))?;
-    create(&d).map_err(|e| BenchError::ring(spec, e))?;
+impl RingDev {
+    /// The whole of `spec`.
+    pub fn whole(spec: &str) -> RingDev {
+        RingDev {
+            spec: spec.into(),
+            sectors: None,
+        }
+    }
+
+    /// Opens a new handle, with counters.
+    pub fn open(&self) -> Result<Dev, BenchError> {
+        Ok(Counted::new(open(&self.spec)?, self.sectors))
+    }
+
+    /// Makes the device hold a new, empty ring (positions 0), whatever it
+    /// held: blanks the signature, then creates. Nobody may be attached.
+    pub fn fresh(&self) -> Result<(), BenchError> {
+        let d = self.open()?;
+        let blank = AlignedBuf::zeroed(d.sector_size());
+        d.write_durable(layout::SIGNATURE_SECTOR, &blank)
+            .map_err(|e| BenchError::io(&self.spec, "blanking the signature", e))?;
+        create(&d).map_err(|e| BenchError::ring(&self.spec, e))?;
+        Ok(())
+    }
+}
+
+/// Creates `path` with `bytes` zero bytes, written in full (never
+/// sparse, never just allocated: O_DIRECT writes into unwritten extents
+/// make the filesystem journal each extent change), as `sbr create` does,
+/// then drops its pages from the page cache: an O_DIRECT write over cached
+/// pages must invalidate them first, which would slow the first pass over
+/// the file and make it unlike a device nobody read through the cache.
+pub fn make_file(path: &Path, bytes: u64) -> Result<(), BenchError> {
+    let name = path.display().to_string();
+    crate::create::make_file(&name, bytes, 0o600).map_err(|f| BenchError::msg(f.message))?;
+    let file = std::fs::File::open(path).map_err(|e| BenchError::io(&name, "opening", e))?;
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
+        .map_err(|e| BenchError::io(&name, "dropping cached pages", e.into()))?;
     Ok(())
 }
 

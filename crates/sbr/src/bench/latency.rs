@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use shared_block_ring::{Consumer, Durability, Producer};
 
-use super::io::{die_with_parent, fresh_ring, item, now_ns, open, open_counted, ChildGuard};
-use super::report::{limit, Kind, Row};
+use super::io::{die_with_parent, item, now_ns, open, ChildGuard, Counted};
+use super::report::{Kind, Row};
 use super::ring::options;
 use super::{percentile, BenchError, Ctx};
 use crate::common::{CmdResult, Failure, OnDevice, EXIT_FATAL};
@@ -25,6 +25,9 @@ pub struct PeerArgs {
     /// Durability mode.
     #[arg(long)]
     durability: Durability,
+    /// The ring spans only the first N sectors of the device.
+    #[arg(long)]
+    sectors: Option<u64>,
     /// Give up when no item comes for this long.
     #[arg(long, default_value = "10s", value_parser = crate::common::parse_duration)]
     timeout: Duration,
@@ -39,7 +42,10 @@ pub const MIN_PAYLOAD: usize = 16;
 /// latency in nanoseconds on its own line once the item is released.
 pub fn run_peer(a: PeerArgs) -> CmdResult {
     let fatal = |m: String| Failure::new(EXIT_FATAL, m);
-    let device = open(&a.device).map_err(|e| Failure::new(EXIT_FATAL, e.to_string()))?;
+    let device = Counted::new(
+        open(&a.device).map_err(|e| Failure::new(EXIT_FATAL, e.to_string()))?,
+        a.sectors,
+    );
     let mut consumer =
         Consumer::attach(device, options(a.durability, "bench peer")).on(&a.device)?;
     let stdout = std::io::stdout();
@@ -80,24 +86,24 @@ pub fn run_peer(a: PeerArgs) -> CmdResult {
 /// One latency row: push to pop between this process and a peer.
 pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
     let payload = payload.max(MIN_PAYLOAD);
-    fresh_ring(&ctx.spec)?;
-    let mut producer = Producer::attach(
-        open_counted(&ctx.spec)?,
-        options(durability, "bench producer"),
-    )?;
+    ctx.ring.fresh()?;
+    let mut producer = Producer::attach(ctx.ring.open()?, options(durability, "bench producer"))?;
     let exe =
         std::env::current_exe().map_err(|e| BenchError::msg(format!("finding sbr itself: {e}")))?;
     let mut cmd = Command::new(exe);
     cmd.args([
         "bench-peer",
         "--device",
-        &ctx.spec,
+        &ctx.ring.spec,
         "--durability",
         durability.name(),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    ]);
+    if let Some(n) = ctx.ring.sectors {
+        cmd.args(["--sectors", &n.to_string()]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let child = die_with_parent(&mut cmd)
         .spawn()
         .map_err(|e| BenchError::msg(format!("starting sbr bench-peer: {e}")))?;
@@ -123,19 +129,25 @@ pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row,
     let mut data = item(payload);
     let mut rng = rand::rng();
     let mut samples = Vec::new();
-    let start = Instant::now();
-    while samples.len() < 3 || start.elapsed() < ctx.cfg.latency_budget {
-        // A random pause, so that pushes meet the consumer at every point
-        // of its polling schedule, as they would on an idle ring.
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..2000)));
-        data[..8].copy_from_slice(&(samples.len() as u64).to_le_bytes());
-        data[8..16].copy_from_slice(&now_ns().to_le_bytes());
-        let end = producer.push(&data)?;
-        producer.advance(end)?;
-        let ns: u64 = next_line()?
-            .parse()
-            .map_err(|e| BenchError::msg(format!("sbr bench-peer sent a bad latency: {e}")))?;
-        samples.push(ns as f64 / 1e3);
+    let mut paired = ctx.paired(Kind::Latency, durability, payload);
+    let per_rep = ctx.cfg.latency_budget / ctx.cfg.reps as u32;
+    for _ in 0..ctx.cfg.reps {
+        paired.sample()?;
+        let start = Instant::now();
+        let first = samples.len();
+        while samples.len() < first + 3 || start.elapsed() < per_rep {
+            // A random pause, so that pushes meet the consumer at every
+            // point of its polling schedule, as they would on an idle ring.
+            std::thread::sleep(Duration::from_micros(rng.random_range(0..2000)));
+            data[..8].copy_from_slice(&(samples.len() as u64).to_le_bytes());
+            data[8..16].copy_from_slice(&now_ns().to_le_bytes());
+            let end = producer.push(&data)?;
+            producer.advance(end)?;
+            let ns: u64 = next_line()?
+                .parse()
+                .map_err(|e| BenchError::msg(format!("sbr bench-peer sent a bad latency: {e}")))?;
+            samples.push(ns as f64 / 1e3);
+        }
     }
     data[..8].copy_from_slice(&STOP.to_le_bytes());
     let end = producer.push(&data)?;
@@ -144,6 +156,7 @@ pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row,
     if !status.success() {
         return Err(BenchError::msg(format!("sbr bench-peer failed ({status})")));
     }
+    let (lim, step1) = paired.finish();
     let p50 = percentile(&mut samples, 0.5);
     let p99 = percentile(&mut samples, 0.99);
     let mut row = Row::new(
@@ -153,9 +166,10 @@ pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row,
         payload,
         1,
         1e6 / p50,
-        limit(Kind::Latency, durability, payload, &ctx.limits),
+        lim,
         samples.len(),
-    );
+    )
+    .step1(step1);
     row.latency_p50_us = Some(p50);
     row.latency_p99_us = Some(p99);
     Ok(row.note("items/s = 1 / p50"))

@@ -3,7 +3,7 @@
 //! `write_durable`, which is `pwritev2(RWF_DSYNC)` on a file and a FUA
 //! write on NBD).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use shared_block_ring::{AlignedBuf, BlockDevice};
@@ -83,78 +83,155 @@ impl Limits {
     }
 }
 
-/// Measures `device`'s limits. Overwrites its first 64 MiB (or all of it,
-/// when smaller) except sector 0.
-pub fn measure(device: &dyn BlockDevice, cfg: &Config) -> Result<Limits, BenchError> {
-    let ss = device.sector_size();
-    let small = ss.max(512);
-    let region_bytes = (device.sectors().saturating_sub(8) * ss as u64).min(64 << 20);
-    if region_bytes < 2 << 20 {
-        return Err(BenchError::msg(format!(
-            "{}: too small for the bench ({} bytes; at least 4 MiB are needed)",
-            device.describe(),
-            device.sectors() * ss as u64
-        )));
+/// One of the device's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Small O_DSYNC writes per second.
+    DsyncSmall,
+    /// 64 KiB O_DSYNC writes per second.
+    Dsync64k,
+    /// 1 MiB O_DSYNC writes, MB/s.
+    DsyncBw,
+    /// Small O_DIRECT writes per second, no O_DSYNC.
+    SmallWrite,
+    /// Small O_DIRECT reads per second.
+    SmallRead,
+    /// 1 MiB O_DIRECT reads, MB/s.
+    ReadBw,
+}
+
+impl Metric {
+    /// All of them, in the order of the table.
+    pub const ALL: [Metric; 6] = [
+        Metric::DsyncSmall,
+        Metric::Dsync64k,
+        Metric::DsyncBw,
+        Metric::SmallWrite,
+        Metric::SmallRead,
+        Metric::ReadBw,
+    ];
+}
+
+impl Limits {
+    /// These limits with `m` set to `v`.
+    pub fn with(mut self, m: Metric, v: f64) -> Limits {
+        let slot = match m {
+            Metric::DsyncSmall => &mut self.dsync_small_writes_per_s,
+            Metric::Dsync64k => &mut self.dsync_64k_writes_per_s,
+            Metric::DsyncBw => &mut self.dsync_1m_write_mb_per_s,
+            Metric::SmallWrite => &mut self.small_writes_per_s,
+            Metric::SmallRead => &mut self.small_reads_per_s,
+            Metric::ReadBw => &mut self.read_1m_mb_per_s,
+        };
+        *slot = v;
+        self
     }
-    let mut buf = AlignedBuf::zeroed(1 << 20);
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (i % 253) as u8;
-    }
-    #[derive(Clone, Copy, PartialEq)]
-    enum Op {
-        DurableWrite,
-        Write,
-        Read,
-    }
-    let run = |len: usize, op: Op, buf: &mut AlignedBuf| -> Result<f64, BenchError> {
-        let per_region = (region_bytes / len as u64).max(1);
-        let step = (len / ss) as u64;
-        let mut rates = Vec::new();
-        for _ in 0..cfg.reps {
-            let start = Instant::now();
-            let mut n = 0u64;
-            while n < 2 || start.elapsed() < cfg.budget {
-                let sector = 8 + (n % per_region) * step;
-                let r = match op {
-                    Op::DurableWrite => device.write_durable(sector, &buf[..len]),
-                    Op::Write => device.write(sector, &buf[..len]),
-                    Op::Read => device.read(sector, &mut buf[..len]),
-                };
-                r.map_err(|e| {
-                    BenchError::msg(format!(
-                        "{}: {} of {len} bytes at sector {sector}: {e}",
-                        device.describe(),
-                        match op {
-                            Op::DurableWrite => "O_DSYNC write",
-                            Op::Write => "write",
-                            Op::Read => "read",
-                        }
-                    ))
-                })?;
-                n += 1;
-            }
-            rates.push(n as f64 / start.elapsed().as_secs_f64());
+}
+
+/// Measures limits on a scratch region of a device: sectors
+/// `start..start + sectors`, which nothing else uses.
+pub struct Meter {
+    device: Box<dyn BlockDevice>,
+    start: u64,
+    sectors: u64,
+    small: usize,
+    buf: AlignedBuf,
+}
+
+impl Meter {
+    /// A meter over the region; it must hold at least 2 MiB.
+    pub fn new(
+        device: Box<dyn BlockDevice>,
+        start: u64,
+        sectors: u64,
+    ) -> Result<Meter, BenchError> {
+        let ss = device.sector_size();
+        if sectors * (ss as u64) < 2 << 20 {
+            return Err(BenchError::msg(format!(
+                "{}: too small for the bench (a scratch area of at least 2 MiB is needed)",
+                device.describe()
+            )));
         }
-        Ok(median(&mut rates))
-    };
-    let dsync_small = run(small, Op::DurableWrite, &mut buf)?;
-    let dsync_64k = run(64 << 10, Op::DurableWrite, &mut buf)?;
-    let dsync_1m = run(1 << 20, Op::DurableWrite, &mut buf)? * (1 << 20) as f64 / 1e6;
-    let write_small = run(small, Op::Write, &mut buf)?;
-    // What was written without a flush must not linger in a cache that
-    // the next measurement (or the rings) would pay to flush.
-    device
-        .flush()
-        .map_err(|e| BenchError::msg(format!("{}: flush: {e}", device.describe())))?;
-    let read_small = run(small, Op::Read, &mut buf)?;
-    let read_1m = run(1 << 20, Op::Read, &mut buf)? * (1 << 20) as f64 / 1e6;
-    Ok(Limits {
-        small_bytes: small,
-        dsync_small_writes_per_s: dsync_small,
-        dsync_64k_writes_per_s: dsync_64k,
-        dsync_1m_write_mb_per_s: dsync_1m,
-        small_writes_per_s: write_small,
-        small_reads_per_s: read_small,
-        read_1m_mb_per_s: read_1m,
-    })
+        let mut buf = AlignedBuf::zeroed(1 << 20);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i % 253) as u8;
+        }
+        Ok(Meter {
+            small: ss.max(512),
+            device,
+            start,
+            sectors,
+            buf,
+        })
+    }
+
+    /// Measures `m` for `budget` (at least two operations): one sample,
+    /// in the unit of [`Limits`].
+    pub fn sample(&mut self, m: Metric, budget: Duration) -> Result<f64, BenchError> {
+        let ss = self.device.sector_size();
+        let (len, op) = match m {
+            Metric::DsyncSmall => (self.small, "O_DSYNC write"),
+            Metric::Dsync64k => (64 << 10, "O_DSYNC write"),
+            Metric::DsyncBw => (1 << 20, "O_DSYNC write"),
+            Metric::SmallWrite => (self.small, "write"),
+            Metric::SmallRead => (self.small, "read"),
+            Metric::ReadBw => (1 << 20, "read"),
+        };
+        let step = (len / ss) as u64;
+        let slots = (self.sectors / step).max(1);
+        let start = Instant::now();
+        let mut n = 0u64;
+        while n < 2 || start.elapsed() < budget {
+            let sector = self.start + (n % slots) * step;
+            let buf = &mut self.buf[..len];
+            let r = match m {
+                Metric::DsyncSmall | Metric::Dsync64k | Metric::DsyncBw => {
+                    self.device.write_durable(sector, buf)
+                }
+                Metric::SmallWrite => self.device.write(sector, buf),
+                Metric::SmallRead | Metric::ReadBw => self.device.read(sector, buf),
+            };
+            r.map_err(|e| {
+                BenchError::msg(format!(
+                    "{}: {op} of {len} bytes at sector {sector}: {e}",
+                    self.device.describe()
+                ))
+            })?;
+            n += 1;
+        }
+        if m == Metric::SmallWrite {
+            // Writes left unflushed must not linger in a cache that the
+            // next measurement (or a ring) would pay to flush.
+            self.device
+                .flush()
+                .map_err(|e| BenchError::msg(format!("{}: flush: {e}", self.device.describe())))?;
+        }
+        let per_s = n as f64 / start.elapsed().as_secs_f64();
+        Ok(match m {
+            Metric::DsyncBw | Metric::ReadBw => per_s * len as f64 / 1e6,
+            _ => per_s,
+        })
+    }
+
+    /// Every limit, each the median of `cfg.reps` samples of
+    /// `cfg.limit_budget`.
+    pub fn measure(&mut self, cfg: &Config) -> Result<Limits, BenchError> {
+        let mut limits = Limits {
+            small_bytes: self.small,
+            dsync_small_writes_per_s: 0.0,
+            dsync_64k_writes_per_s: 0.0,
+            dsync_1m_write_mb_per_s: 0.0,
+            small_writes_per_s: 0.0,
+            small_reads_per_s: 0.0,
+            read_1m_mb_per_s: 0.0,
+        };
+        for m in Metric::ALL {
+            let mut samples = Vec::new();
+            for _ in 0..cfg.reps {
+                samples.push(self.sample(m, cfg.limit_budget)?);
+            }
+            limits = limits.with(m, median(&mut samples));
+        }
+        Ok(limits)
+    }
 }

@@ -16,6 +16,7 @@
 //!
 //! A measurement, not a test: nothing fails because a figure is low.
 
+use std::cell::RefCell;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,8 +36,8 @@ mod system;
 
 pub use latency::{run_peer, PeerArgs};
 
-use limits::Limits;
-use report::{latency_floor_s, Part, Report, Row, Target};
+use limits::{Limits, Metric};
+use report::{Kind, LimitInfo, Part, Report, Row, Target};
 
 /// Arguments of `sbr bench`.
 #[derive(clap::Args, Debug)]
@@ -74,6 +75,24 @@ pub struct Args {
     /// Tiny measurements, for the tests: seconds, not minutes.
     #[arg(long, hide = true)]
     smoke: bool,
+
+    /// For profiling: run only the measurements whose name contains this
+    /// (push, push_many, stream, pop, drain, latency, journal, allocations,
+    /// idle, cli, nbd); the targets they do not cover show as not met.
+    #[arg(long, hide = true, value_name = "NAME")]
+    only: Option<String>,
+
+    /// For profiling: only this payload size.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    payload: Option<usize>,
+
+    /// For profiling: only this durability mode.
+    #[arg(long, hide = true, value_name = "MODE")]
+    durability: Option<Durability>,
+
+    /// For profiling: the time of one repetition, instead of the mode's.
+    #[arg(long, hide = true, value_name = "DURATION", value_parser = crate::common::parse_duration)]
+    budget: Option<Duration>,
 }
 
 /// How much to measure.
@@ -85,6 +104,8 @@ pub struct Config {
     pub reps: usize,
     /// Time for one repetition.
     pub budget: Duration,
+    /// Time for one repetition of a device limit.
+    pub limit_budget: Duration,
     /// Payload sizes.
     pub payloads: Vec<usize>,
     /// Size of the bench file the command creates.
@@ -109,6 +130,7 @@ impl Config {
             name: "full",
             reps: 5,
             budget: Duration::from_millis(300),
+            limit_budget: Duration::from_millis(300),
             payloads: vec![16, 100, 4000, 65_536, 1_048_576],
             file_bytes: 256 << 20,
             drain_bytes: 192 << 20,
@@ -125,6 +147,7 @@ impl Config {
             name: "quick",
             reps: 3,
             budget: Duration::from_millis(100),
+            limit_budget: Duration::from_millis(100),
             payloads: vec![100, 1_048_576],
             file_bytes: 128 << 20,
             drain_bytes: 64 << 20,
@@ -141,6 +164,7 @@ impl Config {
             name: "smoke",
             reps: 1,
             budget: Duration::from_millis(15),
+            limit_budget: Duration::from_millis(15),
             payloads: vec![100, 1_048_576],
             file_bytes: 16 << 20,
             drain_bytes: 4 << 20,
@@ -190,12 +214,70 @@ impl From<shared_block_ring::Error> for BenchError {
 pub struct Ctx<'a> {
     /// How much to measure.
     pub cfg: &'a Config,
-    /// The device spec.
-    pub spec: String,
+    /// Where the rings live.
+    pub ring: io::RingDev,
     /// Step 1's results.
     pub limits: Limits,
     /// The ring's geometry on the device.
     pub geometry: Geometry,
+    /// Measures the device's limits again, on the scratch area, beside
+    /// each row's repetitions.
+    pub meter: RefCell<limits::Meter>,
+}
+
+impl Ctx<'_> {
+    /// The limit of a row of `kind`, to be measured alongside it.
+    pub fn paired(&self, kind: Kind, durability: Durability, payload: usize) -> Paired<'_, '_> {
+        let uses = report::limit(kind, durability, payload, &self.limits).uses;
+        Paired {
+            samples: vec![Vec::new(); uses.len()],
+            uses,
+            ctx: self,
+            kind,
+            durability,
+            payload,
+        }
+    }
+}
+
+/// A row's device limit, measured again before each repetition of the
+/// row: on a device shared with others, the speed can change several times
+/// over within seconds, and a ratio against figures taken minutes earlier
+/// would measure the neighbours, not the ring.
+pub struct Paired<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    kind: Kind,
+    durability: Durability,
+    payload: usize,
+    uses: Vec<Metric>,
+    samples: Vec<Vec<f64>>,
+}
+
+impl Paired<'_, '_> {
+    /// Takes one sample of each limit the row depends on, for a third of
+    /// a repetition's time.
+    pub fn sample(&mut self) -> Result<(), BenchError> {
+        let budget = (self.ctx.cfg.budget / 3).max(Duration::from_millis(5));
+        let mut meter = self.ctx.meter.borrow_mut();
+        for (m, samples) in self.uses.iter().zip(&mut self.samples) {
+            samples.push(meter.sample(*m, budget)?);
+        }
+        Ok(())
+    }
+
+    /// The limit from the medians of the samples, and the same from step 1.
+    pub fn finish(mut self) -> (LimitInfo, f64) {
+        let mut l = self.ctx.limits.clone();
+        for (m, samples) in self.uses.iter().zip(&mut self.samples) {
+            if !samples.is_empty() {
+                l = l.with(*m, median(samples));
+            }
+        }
+        let step1 = report::limit(self.kind, self.durability, self.payload, &self.ctx.limits).value;
+        let mut info = report::limit(self.kind, self.durability, self.payload, &l);
+        info.basis += ", measured alongside";
+        (info, step1)
+    }
 }
 
 /// The median; `xs` is reordered.
@@ -294,12 +376,25 @@ fn host() -> String {
 fn run_bench(a: Args) -> Result<(), BenchError> {
     let started_at = Instant::now();
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let cfg = if a.smoke {
+    let mut cfg = if a.smoke {
         Config::smoke()
     } else if a.quick {
         Config::quick()
     } else {
         Config::full()
+    };
+    if let Some(p) = a.payload {
+        cfg.payloads = vec![p.max(latency::MIN_PAYLOAD)];
+    }
+    if let Some(b) = a.budget {
+        cfg.budget = b;
+        cfg.latency_budget = b;
+        cfg.idle = b;
+    }
+    let wanted = |name: &str| a.only.as_deref().is_none_or(|o| name.contains(o));
+    let modes: Vec<Durability> = match a.durability {
+        Some(d) => vec![d],
+        None => vec![Durability::PowerLoss, Durability::ProcessCrash],
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let dir = work_dir(a.dir.as_deref())?;
@@ -311,25 +406,32 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
         }
         None => {
             let path = dir.path().join("bench.img");
-            let name = path.display().to_string();
-            crate::create::make_file(&name, cfg.file_bytes, 0o600)
-                .map_err(|f| BenchError(f.message))?;
-            name
+            io::make_file(&path, cfg.file_bytes)?;
+            path.display().to_string()
         }
     };
     let device = io::open(&spec)?;
     let description = device.describe();
-    let geometry = Geometry::new(device.sector_size(), device.sectors())
+    // The ring takes the first three quarters of the device; the last
+    // quarter (64 MiB at most) is scratch space where the device's limits
+    // are measured, in step 1 and again beside each row.
+    let sectors = device.sectors();
+    let ss = device.sector_size() as u64;
+    let scratch = (sectors / 4).min((64 << 20) / ss) / 8 * 8;
+    let ring_sectors = (sectors - scratch) / 8 * 8;
+    let geometry = Geometry::new(device.sector_size(), ring_sectors)
         .map_err(|e| BenchError::ring(&spec, e))?;
     say(format!(
-        "sbr bench ({} run): {description}\nhost: {}\n",
+        "sbr bench ({} run): {description}\nhost: {}\nring: the first {} MiB; device limits measured on the last {} MiB\n",
         cfg.name,
-        host()
+        host(),
+        (ring_sectors * ss) >> 20,
+        (scratch * ss) >> 20,
     ));
 
     say("Step 1: the device's own limits (same device, same open flags)");
-    let limits = limits::measure(&*device, &cfg)?;
-    drop(device);
+    let mut meter = limits::Meter::new(device, ring_sectors, scratch)?;
+    let limits = meter.measure(&cfg)?;
     for l in limits.lines() {
         say(format!("  {l}"));
     }
@@ -337,9 +439,13 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
 
     let ctx = Ctx {
         cfg: &cfg,
-        spec: spec.clone(),
+        ring: io::RingDev {
+            spec: spec.clone(),
+            sectors: Some(ring_sectors),
+        },
         limits: limits.clone(),
         geometry,
+        meter: RefCell::new(meter),
     };
     let mut rows: Vec<Row> = Vec::new();
     let mut add = |row: Row| {
@@ -348,140 +454,112 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
     };
     say("Steps 2 and 3: the ring, against the matching device limit (medians)");
     say(Row::header());
-    for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
+    for &durability in &modes {
         for &payload in &cfg.payloads {
             let at = |what: &str, e: BenchError| {
                 BenchError(format!("{what}, {durability}, {payload} B: {e}"))
             };
             for batch in [1, 16, 256] {
-                add(ring::publish(&ctx, durability, payload, batch)
-                    .map_err(|e| at("publish", e))?);
+                let name = if batch == 1 {
+                    "push+advance"
+                } else {
+                    "push_many"
+                };
+                if wanted(name) {
+                    add(ring::publish(&ctx, durability, payload, batch).map_err(|e| at(name, e))?);
+                }
             }
-            add(ring::stream(&ctx, durability, payload).map_err(|e| at("stream", e))?);
-            add(ring::pop(&ctx, durability, payload).map_err(|e| at("pop", e))?);
-            add(ring::drain(&ctx, durability, payload).map_err(|e| at("drain", e))?);
-            add(latency::latency(&ctx, durability, payload).map_err(|e| at("latency", e))?);
+            if wanted("stream") {
+                add(ring::stream(&ctx, durability, payload).map_err(|e| at("stream", e))?);
+            }
+            if wanted("pop") {
+                add(ring::pop(&ctx, durability, payload).map_err(|e| at("pop", e))?);
+            }
+            if wanted("drain") {
+                add(ring::drain(&ctx, durability, payload).map_err(|e| at("drain", e))?);
+            }
+            if wanted("latency") {
+                add(latency::latency(&ctx, durability, payload).map_err(|e| at("latency", e))?);
+            }
             for threads in [1, 4] {
-                add(ring::journal(&ctx, durability, payload, threads)
-                    .map_err(|e| at("journal", e))?);
+                if wanted("journal") {
+                    add(ring::journal(&ctx, durability, payload, threads)
+                        .map_err(|e| at("journal", e))?);
+                }
             }
         }
     }
     say("");
 
     say("System measurements");
-    let allocs = ring::allocations(&ctx)?;
-    say(format!(
-        "  allocations per item (process-crash, after a warm-up): push {:.3}, push_many {:.3}, drain {:.3}, pop {:.3} (the popped item)",
-        allocs.push, allocs.push_many, allocs.drain, allocs.pop
-    ));
-    let (idle_cpu, idle_reads) = ring::idle_cpu(&spec, cfg.idle)?;
-    say(format!(
-        "  idle consumer (wait_for_item for {:?}): {:.2}% of a core, {:.0} polls/s",
-        cfg.idle,
-        idle_cpu * 100.0,
-        idle_reads
-    ));
-
-    let cli = system::cli_memory(&cfg, dir.path())?;
-    let cli_limit = report::limit(
-        report::Kind::Stream,
-        Durability::PowerLoss,
-        cli.payload,
-        &limits,
-    );
-    let mut cli_row = Row::new(
-        "sbr produce | sbr consume",
-        Durability::PowerLoss,
-        "local file",
-        cli.payload,
-        1,
-        cli.items_per_s,
-        cli_limit,
-        1,
-    )
-    .note(format!(
-        "{} items ({} MiB) through a {} MiB ring; peak RSS produce {:.1} MiB, consume {:.1} MiB",
-        cli.items,
-        cli.bytes >> 20,
-        cli.ring_bytes >> 20,
-        cli.produce_rss as f64 / (1 << 20) as f64,
-        cli.consume_rss as f64 / (1 << 20) as f64
-    ));
-    if cfg.cli_bytes < 1 << 30 {
-        cli_row = cli_row.note("less than the 1 GiB of the target (quick run)");
-    }
-    say(cli_row.line());
-    rows.push(cli_row);
+    let allocs = if wanted("allocations") {
+        let a = ring::allocations(&ctx)?;
+        say(format!(
+            "  allocations per item (process-crash, after a warm-up): push {:.3}, push_many {:.3}, drain {:.3}, pop {:.3} (the popped item)",
+            a.push, a.push_many, a.drain, a.pop
+        ));
+        Some(a)
+    } else {
+        None
+    };
+    let idle_cpu = if wanted("idle") {
+        let (cpu, polls) = ring::idle_cpu(&ctx.ring, cfg.idle)?;
+        say(format!(
+            "  idle consumer (wait_for_item for {:?}): {:.2}% of a core, {polls:.0} polls/s",
+            cfg.idle,
+            cpu * 100.0,
+        ));
+        Some(cpu)
+    } else {
+        None
+    };
+    let cli = if wanted("cli") {
+        let cli = system::cli_memory(&cfg, dir.path())?;
+        let mut row = Row::new(
+            "sbr produce | sbr consume",
+            Durability::PowerLoss,
+            "local file",
+            cli.payload,
+            1,
+            cli.items_per_s,
+            report::limit(report::Kind::Stream, Durability::PowerLoss, cli.payload, &limits),
+            1,
+        )
+        .note(format!(
+            "{} items ({} MiB) through a {} MiB ring; peak RSS produce {:.1} MiB, consume {:.1} MiB",
+            cli.items,
+            cli.bytes >> 20,
+            cli.ring_bytes >> 20,
+            cli.produce_rss as f64 / (1 << 20) as f64,
+            cli.consume_rss as f64 / (1 << 20) as f64
+        ));
+        if cfg.cli_bytes < 1 << 30 {
+            row = row.note("less than the 1 GiB of the target (quick run)");
+        }
+        say(row.line());
+        rows.push(row);
+        Some(cli)
+    } else {
+        None
+    };
 
     // T8: the same batched producer and consumer on a local file and over
     // loopback NBD, on one image.
-    let image = dir.path().join("nbd.img");
-    let image_name = image.display().to_string();
-    crate::create::make_file(&image_name, cfg.nbd_bytes, 0o600)
-        .map_err(|f| BenchError(f.message))?;
-    let qemu = system::find_tool("qemu-nbd");
     let mut nbd_ratio = Vec::new();
-    for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
-        let (local, n) = system::pipeline(&image_name, durability, &cfg)?;
-        let basis = report::limit(
-            report::Kind::Publish {
-                batch: system::PIPELINE_BATCH as u64,
-            },
-            durability,
-            system::PIPELINE_PAYLOAD,
-            &limits,
-        );
-        let local_row = Row::new(
-            "producer+consumer",
-            durability,
-            "local file",
-            system::PIPELINE_PAYLOAD,
-            system::PIPELINE_BATCH as u64,
-            local,
-            basis,
-            n,
-        )
-        .note("two threads, each with its own handle; the figure for T8");
-        say(local_row.line());
-        rows.push(local_row);
-        let nbd_row = match &qemu {
-            Some(q) => {
-                let server = system::QemuNbd::start(q, &image)?;
-                let measured = system::pipeline(server.uri(), durability, &cfg);
-                server.stop();
-                let (rate, n) = measured?;
-                nbd_ratio.push((durability, rate / local));
-                Row::new(
-                    "producer+consumer",
-                    durability,
-                    "qemu-nbd",
-                    system::PIPELINE_PAYLOAD,
-                    system::PIPELINE_BATCH as u64,
-                    rate,
-                    (local, "the same scenario on the local file".into()),
-                    n,
-                )
-                .note("qemu-nbd --cache=none over a Unix socket (nbd+unix), same image")
-            }
-            None => Row::new(
-                "producer+consumer",
-                durability,
-                "qemu-nbd",
-                system::PIPELINE_PAYLOAD,
-                system::PIPELINE_BATCH as u64,
-                f64::NAN,
-                (local, "the same scenario on the local file".into()),
-                0,
-            )
-            .note("not measured: qemu-nbd is not installed (Debian: qemu-utils)"),
-        };
-        say(nbd_row.line());
-        rows.push(nbd_row);
+    if wanted("nbd") {
+        nbd_ratio = nbd_rows(&cfg, dir.path(), &limits, &modes, &mut rows)?;
     }
     say("");
 
-    let targets = targets(&rows, &limits, &allocs, idle_cpu, &cli, &nbd_ratio, &cfg);
+    let targets = targets(
+        &rows,
+        &limits,
+        allocs.as_ref(),
+        idle_cpu,
+        cli.as_ref(),
+        &nbd_ratio,
+        &cfg,
+    );
     say("Targets");
     for t in &targets {
         for l in t.lines() {
@@ -522,6 +600,70 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The T8 rows: the pipeline scenario on a local file, then over qemu-nbd
+/// serving that file; returns the NBD/local ratio of each mode.
+fn nbd_rows(
+    cfg: &Config,
+    dir: &Path,
+    limits: &Limits,
+    modes: &[Durability],
+    rows: &mut Vec<Row>,
+) -> Result<Vec<(Durability, f64)>, BenchError> {
+    let image = dir.join("nbd.img");
+    let image_name = image.display().to_string();
+    io::make_file(&image, cfg.nbd_bytes)?;
+    let qemu = system::find_tool("qemu-nbd");
+    let mut ratios = Vec::new();
+    let row = |durability, device: &str, rate, limit, n| {
+        Row::new(
+            "producer+consumer",
+            durability,
+            device,
+            system::PIPELINE_PAYLOAD,
+            system::PIPELINE_BATCH as u64,
+            rate,
+            limit,
+            n,
+        )
+    };
+    for &durability in modes {
+        let (local, n) = system::pipeline(&image_name, durability, cfg)?;
+        let basis = report::limit(
+            report::Kind::Publish {
+                batch: system::PIPELINE_BATCH as u64,
+            },
+            durability,
+            system::PIPELINE_PAYLOAD,
+            limits,
+        );
+        let local_row = row(durability, "local file", local, basis, n)
+            .note("producer and consumer threads, each with its own handle; T8's reference");
+        say(local_row.line());
+        rows.push(local_row);
+        let same = LimitInfo {
+            value: local,
+            basis: "the same scenario on the local file".into(),
+            uses: Vec::new(),
+        };
+        let nbd_row = match &qemu {
+            Some(q) => {
+                let server = system::QemuNbd::start(q, &image)?;
+                let measured = system::pipeline(server.uri(), durability, cfg);
+                server.stop();
+                let (rate, n) = measured?;
+                ratios.push((durability, rate / local));
+                row(durability, "qemu-nbd", rate, same.clone(), n)
+                    .note("qemu-nbd --cache=none over a Unix socket (nbd+unix), same image")
+            }
+            None => row(durability, "qemu-nbd", f64::NAN, same, 0)
+                .note("not measured: qemu-nbd is not installed (Debian: qemu-utils)"),
+        };
+        say(nbd_row.line());
+        rows.push(nbd_row);
+    }
+    Ok(ratios)
+}
+
 fn find<'r>(
     rows: &'r [Row],
     scenario: &str,
@@ -536,9 +678,9 @@ fn find<'r>(
 fn targets(
     rows: &[Row],
     l: &Limits,
-    allocs: &ring::Allocations,
-    idle_cpu: f64,
-    cli: &system::CliRun,
+    allocs: Option<&ring::Allocations>,
+    idle_cpu: Option<f64>,
+    cli: Option<&system::CliRun>,
     nbd_ratio: &[(Durability, f64)],
     cfg: &Config,
 ) -> Vec<Target> {
@@ -548,18 +690,26 @@ fn targets(
     let small = l.small_bytes;
     let mut out = Vec::new();
 
-    let t1 = rate(get("push+advance", 100));
-    let t1_limit = l.dsync_small_writes_per_s / 2.0;
+    let ratio = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.ratio_to_limit);
+    let limit_of = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.limit);
+    let alongside = "against the device limit measured alongside the row";
+
+    let t1_row = get("push+advance", 100);
+    let t1 = rate(t1_row);
     out.push(Target::new(
         "T1",
         "durable push+advance, one 100-byte item at a time: at least 0.9 x (512-byte O_DSYNC writes/s / 2)",
         vec![Part::at_least(
             format!("items/s / ({small} B O_DSYNC writes/s / 2)"),
-            t1 / t1_limit,
+            ratio(t1_row),
             0.9,
             "x",
         )],
-        format!("{t1:.0} items/s against {t1_limit:.0}"),
+        format!(
+            "{t1:.0} items/s {alongside} ({:.0}; from step 1: {:.0})",
+            limit_of(t1_row),
+            l.dsync_small_writes_per_s / 2.0
+        ),
     ));
 
     let stream = get("stream (sbr produce)", 100);
@@ -591,44 +741,43 @@ fn targets(
         "1 MiB items, durable: at least 0.75 x the 1 MiB O_DSYNC write MB/s",
         vec![Part::at_least(
             "streaming producer MB/s / 1 MiB O_DSYNC MB/s",
-            t3.map_or(f64::NAN, |r| r.mb_per_s) / l.dsync_1m_write_mb_per_s,
+            ratio(t3),
             0.75,
             "x",
         )],
         format!(
-            "streaming (sbr produce's path) {:.1} MB/s; one at a time with push+advance (two flushes each) {:.1} MB/s = {:.2} x",
+            "streaming (sbr produce's path) {:.1} MB/s, {alongside}; one at a time with push+advance (two flushes each): {:.2} x",
             t3.map_or(f64::NAN, |r| r.mb_per_s),
-            one.map_or(f64::NAN, |r| r.mb_per_s),
-            one.map_or(f64::NAN, |r| r.mb_per_s) / l.dsync_1m_write_mb_per_s
+            ratio(one)
         ),
     ));
 
-    let popr = rate(get("pop+advance", 100));
+    let pop = get("pop+advance", 100);
     let drain100 = rate(get("drain", 100));
-    let drain_big = get("drain", big).map_or(f64::NAN, |r| r.mb_per_s);
+    let drain_big = get("drain", big);
     out.push(Target::new(
         "T4",
         "consumer, durable: pop+advance of 100-byte items at least 0.9 x the O_DSYNC write rate; drain of 100-byte items at least 2,000,000 items/s; drain of 1 MiB items at least 0.8 x the 1 MiB O_DIRECT read MB/s",
         vec![
             Part::at_least(
                 format!("pop+advance items/s / {small} B O_DSYNC writes/s"),
-                popr / l.dsync_small_writes_per_s,
+                ratio(pop),
                 0.9,
                 "x",
             ),
             Part::at_least("drain, 100 B items/s", drain100, 2e6, "items/s"),
             Part::at_least(
                 "drain, 1 MiB: MB/s / 1 MiB O_DIRECT read MB/s",
-                drain_big / l.read_1m_mb_per_s,
+                ratio(drain_big),
                 0.8,
                 "x",
             ),
         ],
-        "",
+        format!("ratios {alongside}"),
     ));
 
     let lat = get("latency (2 processes)", 100);
-    let floor_us = latency_floor_s(l) * 1e6;
+    let floor_us = 1e6 / limit_of(lat);
     out.push(Target::new(
         "T5",
         "end-to-end latency between two processes, one item at a time on an idle ring: p50 at most 1.5 x (two O_DSYNC 512-byte writes + one O_DIRECT 512-byte read); an idle waiting consumer under 2% of a core",
@@ -639,56 +788,73 @@ fn targets(
                 1.5 * floor_us,
                 "us",
             ),
-            Part::at_most("idle consumer CPU", idle_cpu * 100.0, 2.0, "% of a core"),
+            Part::at_most(
+                "idle consumer CPU",
+                idle_cpu.map_or(f64::NAN, |c| c * 100.0),
+                2.0,
+                "% of a core",
+            ),
         ],
         format!(
-            "floor: {floor_us:.0} us; p99 {:.0} us; idle measured for {:?}",
+            "floor (two O_DSYNC writes + one read, measured alongside): {floor_us:.0} us (from step 1: {:.0} us); p99 {:.0} us; idle measured for {:?}",
+            report::latency_floor_s(l) * 1e6,
             lat.and_then(|r| r.latency_p99_us).unwrap_or(f64::NAN),
             cfg.idle
         ),
     ));
 
     let j4 = get("journal 4 threads", 100);
+    // Each row's limit is (pushers per commit) x the flush rate measured
+    // alongside it / 2: dividing each rate by its own flush rate takes
+    // the device's drift between the two rows out of the comparison.
+    let per_flush = |r: Option<&Row>, pushers: f64| ratio(r) * pushers;
     out.push(Target::new(
         "T6",
         "the journal with 4 threads pushing concurrently, no-op perform: at least 5 x the T1 rate",
         vec![Part::at_least(
-            "journal (4 threads) items/s / push+advance items/s",
-            rate(j4) / t1,
+            "journal (4 threads) / push+advance, per flush of the device",
+            per_flush(j4, 4.0) / per_flush(t1_row, 1.0),
             5.0,
             "x",
         )],
         format!(
-            "{:.0} items/s, {:.2} operations per commit; each push waits for a data flush and then a pointer flush, so with 4 blocking threads Little's law caps the rate at 4 operations per two flushes: at most 4 x a two-flush publish",
+            "{:.0} items/s against T1's {t1:.0} (raw ratio {:.2}), {:.2} operations per commit; each push waits for a data flush and then a pointer flush, so with 4 blocking threads Little's law caps the rate at 4 operations per two flushes: at most 4 x a two-flush publish",
             rate(j4),
+            rate(j4) / t1,
             j4.and_then(|r| r.items_per_publish).unwrap_or(f64::NAN)
         ),
     ));
 
     let mib = (1u64 << 20) as f64;
+    let nan = f64::NAN;
+    let rss = |f: fn(&system::CliRun) -> u64| cli.map_or(nan, |c| f(c) as f64 / mib);
+    let al = |f: fn(&ring::Allocations) -> f64| allocs.map_or(nan, f);
     out.push(Target::new(
         "T7",
         "memory: sbr produce and sbr consume streaming 1 GiB through a 64 MiB ring stay under 32 MiB peak RSS; no allocation per item on the hot path beyond the item itself",
         vec![
-            Part::at_most("sbr produce peak RSS", cli.produce_rss as f64 / mib, 32.0, "MiB"),
-            Part::at_most("sbr consume peak RSS", cli.consume_rss as f64 / mib, 32.0, "MiB"),
-            Part::at_most("allocations per push", allocs.push, 0.01, "per item"),
-            Part::at_most("allocations per item, push_many", allocs.push_many, 0.01, "per item"),
-            Part::at_most("allocations per item, drain", allocs.drain, 0.01, "per item"),
-            Part::at_most("allocations per pop beyond the item", allocs.pop - 1.0, 0.01, "per item"),
+            Part::at_most("sbr produce peak RSS", rss(|c| c.produce_rss), 32.0, "MiB"),
+            Part::at_most("sbr consume peak RSS", rss(|c| c.consume_rss), 32.0, "MiB"),
+            Part::at_most("allocations per push", al(|a| a.push), 0.01, "per item"),
+            Part::at_most("allocations per item, push_many", al(|a| a.push_many), 0.01, "per item"),
+            Part::at_most("allocations per item, drain", al(|a| a.drain), 0.01, "per item"),
+            Part::at_most("allocations per pop beyond the item", al(|a| a.pop - 1.0), 0.01, "per item"),
         ],
-        format!(
-            "{} MiB of {}-byte lines through a {} MiB ring{}; allocations counted on {} items per path after a warm-up",
-            cli.bytes >> 20,
-            cli.payload,
-            cli.ring_bytes >> 20,
-            if cfg.cli_bytes < 1 << 30 {
-                " (less than the target's 1 GiB: a quick run)"
-            } else {
-                ""
-            },
-            allocs.items
-        ),
+        match cli {
+            Some(cli) => format!(
+                "{} MiB of {}-byte lines through a {} MiB ring{}; peak RSS is VmHWM, read while each process runs; allocations counted on {} items per path after a warm-up",
+                cli.bytes >> 20,
+                cli.payload,
+                cli.ring_bytes >> 20,
+                if cfg.cli_bytes < 1 << 30 {
+                    " (less than the target's 1 GiB: a quick run)"
+                } else {
+                    ""
+                },
+                allocs.map_or(0, |a| a.items)
+            ),
+            None => "not measured in this run".into(),
+        },
     ));
 
     let parts: Vec<Part> = [Durability::PowerLoss, Durability::ProcessCrash]

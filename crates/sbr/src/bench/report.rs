@@ -4,7 +4,7 @@ use serde::Serialize;
 use shared_block_ring::Durability;
 
 use super::io::stream_len;
-use super::limits::Limits;
+use super::limits::{Limits, Metric};
 
 /// One measured scenario.
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +30,12 @@ pub struct Row {
     pub ratio_to_limit: f64,
     /// How `limit` follows from the device's limits.
     pub limit_basis: String,
+    /// The same limit computed from step 1's figures. `limit` itself uses
+    /// the limits measured again alongside this row's repetitions (on a
+    /// scratch area of the device), because a shared device's speed drifts
+    /// between step 1 and the row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_step1: Option<f64>,
     /// Items per publication (producer sector write) or per release
     /// (consumer sector write), as counted on the device.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,9 +70,14 @@ impl Row {
         payload: usize,
         batch: u64,
         items_per_s: f64,
-        (limit, basis): (f64, String),
+        limit: LimitInfo,
         samples: usize,
     ) -> Row {
+        let LimitInfo {
+            value: limit,
+            basis,
+            ..
+        } = limit;
         Row {
             scenario: scenario.into(),
             durability: durability.name().into(),
@@ -78,6 +89,7 @@ impl Row {
             limit,
             ratio_to_limit: items_per_s / limit,
             limit_basis: basis,
+            limit_step1: None,
             items_per_publish: None,
             flushes_per_publish: None,
             latency_p50_us: None,
@@ -86,6 +98,12 @@ impl Row {
             samples,
             note: None,
         }
+    }
+
+    /// Records the limit computed from step 1's figures.
+    pub fn step1(mut self, limit: f64) -> Row {
+        self.limit_step1 = Some(limit);
+        self
     }
 
     /// Records the counted I/O: items and flushes per publication.
@@ -232,79 +250,97 @@ pub enum Kind {
 /// flush per release in the power-loss mode, one small write otherwise,
 /// and the read bandwidth. Latency: two writes (durable in the power-loss
 /// mode) and a read.
-pub fn limit(kind: Kind, durability: Durability, payload: usize, l: &Limits) -> (f64, String) {
+pub fn limit(kind: Kind, durability: Durability, payload: usize, l: &Limits) -> LimitInfo {
+    use Metric::*;
     let s = stream_len(payload) as f64;
     let write_bw = l.write_bw() / s;
     let read_bw = l.read_bw() / s;
     let pl = durability == Durability::PowerLoss;
     let small = l.small_bytes;
-    let bw_basis = if pl {
-        "1 MiB O_DSYNC write bandwidth".to_string()
-    } else {
-        "1 MiB O_DSYNC write bandwidth (no flushes in this mode: may exceed it)".to_string()
+    let info = |value: f64, basis: String, uses: &[Metric]| LimitInfo {
+        value,
+        basis,
+        uses: uses.to_vec(),
+    };
+    let bw = || {
+        let basis = if pl {
+            "1 MiB O_DSYNC write bandwidth".to_string()
+        } else {
+            "1 MiB O_DSYNC write bandwidth (no flushes in this mode: may exceed it)".to_string()
+        };
+        info(write_bw, basis, &[DsyncBw])
     };
     match kind {
-        Kind::Publish { batch: n } | Kind::Journal { threads: n } if pl => {
-            let flush_bound = n as f64 * l.dsync_small_writes_per_s / 2.0;
-            if flush_bound <= write_bw {
-                let what = if matches!(kind, Kind::Journal { .. }) {
-                    format!("{n} pushers per commit")
-                } else {
-                    format!("{n} items per publish")
-                };
-                (
-                    flush_bound,
-                    format!("{what} x {small} B O_DSYNC writes/s / 2 (two flushes per publish)"),
-                )
-            } else {
-                (write_bw, bw_basis)
-            }
-        }
         Kind::Publish { batch: n } | Kind::Journal { threads: n } => {
-            // No flushes: a data write and a pointer write per publish.
-            let io_bound = n as f64 * l.small_writes_per_s / 2.0;
-            if io_bound <= write_bw {
-                (
-                    io_bound,
-                    format!("{n} items per publish x {small} B O_DIRECT writes/s / 2 (data and pointer, no flush)"),
-                )
+            let what = if matches!(kind, Kind::Journal { .. }) {
+                format!("{n} pushers per commit")
             } else {
-                (write_bw, bw_basis)
-            }
-        }
-        Kind::Stream => (write_bw, bw_basis),
-        Kind::Pop if pl => {
-            if l.dsync_small_writes_per_s <= read_bw {
+                format!("{n} items per publish")
+            };
+            let (rate, metric, how) = if pl {
                 (
                     l.dsync_small_writes_per_s,
-                    format!("{small} B O_DSYNC writes/s (one flush per release)"),
+                    DsyncSmall,
+                    "O_DSYNC writes/s / 2 (two flushes per publish)",
                 )
             } else {
-                (read_bw, "1 MiB O_DIRECT read bandwidth".into())
-            }
-        }
-        Kind::Pop => {
-            if l.small_writes_per_s <= read_bw {
                 (
                     l.small_writes_per_s,
-                    format!(
-                        "{small} B O_DIRECT writes/s (one pointer write per release, no flush)"
-                    ),
+                    SmallWrite,
+                    "O_DIRECT writes/s / 2 (data and pointer, no flush)",
                 )
+            };
+            let io_bound = n as f64 * rate / 2.0;
+            if io_bound <= write_bw {
+                info(io_bound, format!("{what} x {small} B {how}"), &[metric])
             } else {
-                (read_bw, "1 MiB O_DIRECT read bandwidth".into())
+                bw()
             }
         }
-        Kind::Drain => (read_bw, "1 MiB O_DIRECT read bandwidth".into()),
-        Kind::Latency if pl => (
+        Kind::Stream => bw(),
+        Kind::Pop => {
+            let (rate, metric, how) = if pl {
+                (
+                    l.dsync_small_writes_per_s,
+                    DsyncSmall,
+                    "O_DSYNC writes/s (one flush per release)",
+                )
+            } else {
+                (
+                    l.small_writes_per_s,
+                    SmallWrite,
+                    "O_DIRECT writes/s (one pointer write per release, no flush)",
+                )
+            };
+            if rate <= read_bw {
+                info(rate, format!("{small} B {how}"), &[metric])
+            } else {
+                info(read_bw, "1 MiB O_DIRECT read bandwidth".into(), &[ReadBw])
+            }
+        }
+        Kind::Drain => info(read_bw, "1 MiB O_DIRECT read bandwidth".into(), &[ReadBw]),
+        Kind::Latency if pl => info(
             1.0 / latency_floor_s(l),
             format!("1 / (two {small} B O_DSYNC writes + one {small} B O_DIRECT read)"),
+            &[DsyncSmall, SmallRead],
         ),
-        Kind::Latency => (
+        Kind::Latency => info(
             1.0 / (2.0 / l.small_writes_per_s + 1.0 / l.small_reads_per_s),
             format!("1 / (two {small} B O_DIRECT writes + one {small} B read)"),
+            &[SmallWrite, SmallRead],
         ),
     }
+}
+
+/// A row's device limit.
+#[derive(Debug, Clone)]
+pub struct LimitInfo {
+    /// Items/s.
+    pub value: f64,
+    /// How it follows from the device's limits.
+    pub basis: String,
+    /// The limits it depends on.
+    pub uses: Vec<Metric>,
 }
 
 /// Two durable small writes and one small read: the least time between a

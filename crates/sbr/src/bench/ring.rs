@@ -9,8 +9,8 @@ use shared_block_ring::{
     Consumer, Durability, Error, Journal, JournalOptions, Options, Producer, RetryReason,
 };
 
-use super::io::{fresh_ring, item, open_counted, stream_len, Dev, IoCounts, IoStats, Stopwatch};
-use super::report::{limit, IoSummary, Kind, Row};
+use super::io::{item, stream_len, Dev, IoCounts, IoStats, RingDev, Stopwatch};
+use super::report::{IoSummary, Kind, Row};
 use super::{median, BenchError, Ctx};
 use crate::produce::{Chunk, Feeder, Input, CHUNK_BYTES, CHUNK_ITEMS};
 
@@ -36,13 +36,13 @@ pub fn options(durability: Durability, client: &str) -> Options {
 }
 
 impl Pair {
-    /// Writes a new ring on `spec` and attaches to it.
-    pub fn new(spec: &str, durability: Durability) -> Result<Pair, BenchError> {
-        fresh_ring(spec)?;
-        let pd = open_counted(spec)?;
+    /// Writes a new ring on `dev` and attaches to it.
+    pub fn new(dev: &RingDev, durability: Durability) -> Result<Pair, BenchError> {
+        dev.fresh()?;
+        let pd = dev.open()?;
         let pstats = pd.stats();
         let p = Producer::attach(pd, options(durability, "bench producer"))?;
-        let cd = open_counted(spec)?;
+        let cd = dev.open()?;
         let cstats = cd.stats();
         let c = Consumer::attach(cd, options(durability, "bench consumer"))?;
         Ok(Pair {
@@ -115,12 +115,14 @@ pub fn publish(
 ) -> Result<Row, BenchError> {
     let used = cap_batch(ctx, payload, batch);
     let data = item(payload);
-    let mut pair = Pair::new(&ctx.spec, durability)?;
+    let mut pair = Pair::new(&ctx.ring, durability)?;
     let need = used * stream_len(payload);
+    let mut paired = ctx.paired(Kind::Publish { batch: used }, durability, payload);
     let mut rates = Vec::new();
     let before = pair.pstats.snapshot();
     let mut total = 0u64;
     for _ in 0..ctx.cfg.reps {
+        paired.sample()?;
         let mut clock = Stopwatch::start();
         let mut n = 0u64;
         while n == 0 || clock.elapsed() < ctx.cfg.budget {
@@ -143,6 +145,7 @@ pub fn publish(
         total += n;
     }
     let io = pair.pstats.snapshot().since(before);
+    let (lim, step1) = paired.finish();
     let scenario = if batch == 1 {
         "push+advance".to_string()
     } else {
@@ -155,14 +158,10 @@ pub fn publish(
         payload,
         used,
         median(&mut rates),
-        limit(
-            Kind::Publish { batch: used },
-            durability,
-            payload,
-            &ctx.limits,
-        ),
+        lim,
         rates.len(),
-    );
+    )
+    .step1(step1);
     // Releases by the bench make the producer flush before reusing space:
     // count only what the producer did (its own device handle).
     row = row.with_io(summary(total, io, false, ctx.cfg.reps));
@@ -186,9 +185,11 @@ pub fn stream(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, 
     let mut rates = Vec::new();
     let mut io = IoCounts::default();
     let mut total = 0u64;
+    let mut paired = ctx.paired(Kind::Stream, durability, payload);
     for _ in 0..ctx.cfg.reps {
-        fresh_ring(&ctx.spec)?;
-        let dev = open_counted(&ctx.spec)?;
+        paired.sample()?;
+        ctx.ring.fresh()?;
+        let dev = ctx.ring.open()?;
         let stats = dev.stats();
         let producer = Producer::attach(dev, options(durability, "bench producer"))?;
         // Stop before the ring is full: nobody consumes.
@@ -221,7 +222,7 @@ pub fn stream(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, 
             }
             sent
         });
-        let mut feeder = Feeder::new(ctx.spec.clone(), producer, None, false);
+        let mut feeder = Feeder::new(ctx.ring.spec.clone(), producer, None, false);
         let fed = feeder.feed(rx, recycle_tx).and_then(|()| feeder.publish());
         let elapsed = start.elapsed();
         let sent = generator
@@ -233,6 +234,7 @@ pub fn stream(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, 
         rates.push(sent as f64 / elapsed.as_secs_f64());
         total += sent;
     }
+    let (lim, step1) = paired.finish();
     let row = Row::new(
         "stream (sbr produce)",
         durability,
@@ -240,9 +242,10 @@ pub fn stream(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, 
         payload,
         chunk_items,
         median(&mut rates),
-        limit(Kind::Stream, durability, payload, &ctx.limits),
+        lim,
         rates.len(),
-    );
+    )
+    .step1(step1);
     Ok(row.with_io(summary(total, io, false, ctx.cfg.reps)))
 }
 
@@ -260,13 +263,15 @@ fn add(a: IoCounts, b: IoCounts) -> IoCounts {
 /// is not timed).
 pub fn pop(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
     let data = item(payload);
-    let mut pair = Pair::new(&ctx.spec, durability)?;
+    let mut pair = Pair::new(&ctx.ring, durability)?;
     let room = ctx.geometry.capacity() * 9 / 10;
     let mut refill = 64u64;
     let mut rates = Vec::new();
     let mut io = IoCounts::default();
     let mut total = 0u64;
+    let mut paired = ctx.paired(Kind::Pop, durability, payload);
     for _ in 0..ctx.cfg.reps {
+        paired.sample()?;
         let before = pair.cstats.snapshot();
         let mut clock = Stopwatch::start();
         let mut n = 0u64;
@@ -292,6 +297,7 @@ pub fn pop(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, Ben
         io = add(io, pair.cstats.snapshot().since(before));
         total += n;
     }
+    let (lim, step1) = paired.finish();
     let row = Row::new(
         "pop+advance",
         durability,
@@ -299,9 +305,10 @@ pub fn pop(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, Ben
         payload,
         1,
         median(&mut rates),
-        limit(Kind::Pop, durability, payload, &ctx.limits),
+        lim,
         rates.len(),
-    );
+    )
+    .step1(step1);
     Ok(row.with_io(summary(total, io, true, ctx.cfg.reps)))
 }
 
@@ -310,13 +317,15 @@ pub fn pop(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, Ben
 /// to `drain_bytes` beforehand, not timed.
 pub fn drain(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
     let data = item(payload);
-    let mut pair = Pair::new(&ctx.spec, durability)?;
+    let mut pair = Pair::new(&ctx.ring, durability)?;
     let room = (ctx.geometry.capacity() * 9 / 10).min(ctx.cfg.drain_bytes);
     let mut rates = Vec::new();
     let mut io = IoCounts::default();
     let mut total = 0u64;
     let mut per_drain = 0u64;
+    let mut paired = ctx.paired(Kind::Drain, durability, payload);
     for _ in 0..ctx.cfg.reps {
+        paired.sample()?;
         pair.release_all()?;
         let filled = pair.fill(&data, u64::MAX, room)?;
         let before = pair.cstats.snapshot();
@@ -342,6 +351,7 @@ pub fn drain(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, B
         total += n;
         per_drain = n;
     }
+    let (lim, step1) = paired.finish();
     let row = Row::new(
         "drain",
         durability,
@@ -349,9 +359,10 @@ pub fn drain(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, B
         payload,
         per_drain,
         median(&mut rates),
-        limit(Kind::Drain, durability, payload, &ctx.limits),
+        lim,
         rates.len(),
-    );
+    )
+    .step1(step1);
     Ok(row.with_io(summary(total, io, true, ctx.cfg.reps)))
 }
 
@@ -368,9 +379,11 @@ pub fn journal(
     let mut pushes = 0u64;
     let mut commits = 0u64;
     let mut io = IoCounts::default();
+    let mut paired = ctx.paired(Kind::Journal { threads }, durability, payload);
     for _ in 0..ctx.cfg.reps {
-        fresh_ring(&ctx.spec)?;
-        let dev = open_counted(&ctx.spec)?;
+        paired.sample()?;
+        ctx.ring.fresh()?;
+        let dev = ctx.ring.open()?;
         let stats = dev.stats();
         let options = JournalOptions::new()
             .name("sbr-bench")
@@ -412,6 +425,7 @@ pub fn journal(
         commits += stats_now.commits;
         rates.push(n as f64 / elapsed.as_secs_f64());
     }
+    let (lim, step1) = paired.finish();
     let mut row = Row::new(
         format!(
             "journal {threads} thread{}",
@@ -422,9 +436,10 @@ pub fn journal(
         payload,
         1,
         median(&mut rates),
-        limit(Kind::Journal { threads }, durability, payload, &ctx.limits),
+        lim,
         rates.len(),
-    );
+    )
+    .step1(step1);
     if commits > 0 {
         row = row
             .with_io(IoSummary {
@@ -441,8 +456,8 @@ pub fn journal(
 /// Idle consumer CPU (T5): a consumer waiting for an item on an empty ring
 /// with `wait_for_item` for `idle`; returns the fraction of a core it used
 /// and the device reads per second it made.
-pub fn idle_cpu(spec: &str, idle: Duration) -> Result<(f64, f64), BenchError> {
-    let mut pair = Pair::new(spec, Durability::PowerLoss)?;
+pub fn idle_cpu(dev: &RingDev, idle: Duration) -> Result<(f64, f64), BenchError> {
+    let mut pair = Pair::new(dev, Durability::PowerLoss)?;
     let before = pair.cstats.snapshot();
     let cpu0 = super::io::thread_cpu();
     let start = Instant::now();
@@ -483,7 +498,7 @@ pub fn allocations(ctx: &Ctx) -> Result<Allocations, BenchError> {
     let data = item(100);
     let len = stream_len(100);
     let n: u64 = if ctx.cfg.name == "smoke" { 512 } else { 4096 };
-    let mut pair = Pair::new(&ctx.spec, Durability::ProcessCrash)?;
+    let mut pair = Pair::new(&ctx.ring, Durability::ProcessCrash)?;
     let counted = |pair: &mut Pair| -> Result<[u64; 4], BenchError> {
         let mut out = [0u64; 4];
         // push + advance

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use shared_block_ring::{create, Consumer, Durability, Error, Producer, RetryReason};
 
-use super::io::{die_with_parent, fresh_ring, open, ChildGuard};
+use super::io::{die_with_parent, open, ChildGuard, RingDev};
 use super::ring::options;
 use super::{median, BenchError, Config};
 
@@ -46,7 +46,7 @@ pub fn cli_memory(cfg: &Config, dir: &Path) -> Result<CliRun, BenchError> {
     if path.exists() {
         std::fs::remove_file(&path).map_err(|e| BenchError::msg(format!("{name}: {e}")))?;
     }
-    crate::create::make_file(&name, cfg.cli_ring, 0o600).map_err(|f| BenchError::msg(f.message))?;
+    super::io::make_file(&path, cfg.cli_ring)?;
     create(&open(&name)?).map_err(|e| BenchError::ring(&name, e))?;
     let items = cfg.cli_bytes / (CLI_PAYLOAD as u64 + 1);
     let exe =
@@ -259,9 +259,10 @@ pub fn pipeline(
     let mut rates = Vec::new();
     let data = [7u8; PIPELINE_PAYLOAD];
     for _ in 0..cfg.reps {
-        fresh_ring(spec)?;
-        let mut p = Producer::attach(open(spec)?, options(durability, "bench producer"))?;
-        let mut c = Consumer::attach(open(spec)?, options(durability, "bench consumer"))?;
+        let dev = RingDev::whole(spec);
+        dev.fresh()?;
+        let mut p = Producer::attach(dev.open()?, options(durability, "bench producer"))?;
+        let mut c = Consumer::attach(dev.open()?, options(durability, "bench consumer"))?;
         let sent = AtomicU64::new(0);
         let done = AtomicBool::new(false);
         let start = Instant::now();
