@@ -67,8 +67,9 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
     }
 
     let rows = report["rows"].as_array().expect("rows");
-    // 9 scenarios x 2 payloads x 2 modes, the CLI row, 4 NBD/local rows.
-    assert_eq!(rows.len(), 9 * 2 * 2 + 1 + 4, "{rows:#?}");
+    // 9 scenarios x 2 payloads x 2 modes, the idle-consumer latency of
+    // 100-byte items in each mode, the CLI row, 4 NBD/local rows.
+    assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
     for r in rows {
         for key in [
             "scenario",
@@ -128,8 +129,11 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
         capped["note"].as_str().unwrap().contains("capped"),
         "{capped}"
     );
-    let latency = row("latency (2 processes)", "power-loss", 100);
-    assert!(num(latency, "latency_p99_us") >= num(latency, "latency_p50_us"));
+    for scenario in ["latency (2 processes)", "latency, idle consumer"] {
+        let latency = row(scenario, "power-loss", 100);
+        assert!(num(latency, "latency_p99_us") >= num(latency, "latency_p50_us"));
+        assert!(num(latency, "latency_p50_us") > 0.0);
+    }
 
     let targets = report["targets"].as_array().expect("targets");
     let ids: Vec<&str> = targets.iter().map(|t| t["id"].as_str().unwrap()).collect();
@@ -148,7 +152,7 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
     // The streaming producer pays one flush per published batch (plus the
     // final sync of each run, which the value leaves out).
     let t2 = &target("T2")["parts"][1];
-    assert_eq!(t2["name"], "flushes per published batch");
+    assert_eq!(t2["name"], "flushes per published batch, besides syncs");
     assert!(num(t2, "value") <= 1.0, "{t2}");
     // Peak memory of the two CLI processes was read, and is plausible.
     for p in &target("T7")["parts"].as_array().unwrap()[..2] {

@@ -23,6 +23,7 @@ pub struct IoStats {
     flushes: AtomicU64,
     producer_sector_writes: AtomicU64,
     consumer_sector_writes: AtomicU64,
+    durable_producer_sector_writes: AtomicU64,
 }
 
 /// A snapshot of [`IoStats`].
@@ -38,6 +39,9 @@ pub struct IoCounts {
     pub producer_sector_writes: u64,
     /// Writes of the consumer sector: consumer releases.
     pub consumer_sector_writes: u64,
+    /// Durable writes of the producer sector: full `advance`s (and
+    /// `sync`s), each paying its own flush.
+    pub durable_producer_sector_writes: u64,
 }
 
 impl IoCounts {
@@ -49,6 +53,8 @@ impl IoCounts {
             flushes: self.flushes - earlier.flushes,
             producer_sector_writes: self.producer_sector_writes - earlier.producer_sector_writes,
             consumer_sector_writes: self.consumer_sector_writes - earlier.consumer_sector_writes,
+            durable_producer_sector_writes: self.durable_producer_sector_writes
+                - earlier.durable_producer_sector_writes,
         }
     }
 }
@@ -62,6 +68,9 @@ impl IoStats {
             flushes: self.flushes.load(Ordering::Relaxed),
             producer_sector_writes: self.producer_sector_writes.load(Ordering::Relaxed),
             consumer_sector_writes: self.consumer_sector_writes.load(Ordering::Relaxed),
+            durable_producer_sector_writes: self
+                .durable_producer_sector_writes
+                .load(Ordering::Relaxed),
         }
     }
 
@@ -124,6 +133,11 @@ impl BlockDevice for Counted {
     }
     fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
         self.stats.wrote(sector);
+        if sector == Side::Producer.sector() {
+            self.stats
+                .durable_producer_sector_writes
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.inner.write_durable(sector, buf)
     }

@@ -83,8 +83,24 @@ pub fn run_peer(a: PeerArgs) -> CmdResult {
     }
 }
 
+/// How long the producer pauses between one pop and the next push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// 0 to 2 ms at random: the consumer was busy a moment ago and still
+    /// polls often (its hot phase lasts 2 ms).
+    Short,
+    /// 20 to 30 ms: the consumer has been waiting long and polls at its
+    /// slowest (every `max_backoff`, 4 ms by default): an idle ring.
+    Idle,
+}
+
 /// One latency row: push to pop between this process and a peer.
-pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
+pub fn latency(
+    ctx: &Ctx,
+    durability: Durability,
+    payload: usize,
+    pause: Pause,
+) -> Result<Row, BenchError> {
     let payload = payload.max(MIN_PAYLOAD);
     ctx.ring.fresh()?;
     let mut producer = Producer::attach(ctx.ring.open()?, options(durability, "bench producer"))?;
@@ -137,8 +153,12 @@ pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row,
         let first = samples.len();
         while samples.len() < first + 3 || start.elapsed() < per_rep {
             // A random pause, so that pushes meet the consumer at every
-            // point of its polling schedule, as they would on an idle ring.
-            std::thread::sleep(Duration::from_micros(rng.random_range(0..2000)));
+            // point of its polling schedule.
+            let us = match pause {
+                Pause::Short => rng.random_range(0..2_000),
+                Pause::Idle => rng.random_range(20_000..30_000),
+            };
+            std::thread::sleep(Duration::from_micros(us));
             data[..8].copy_from_slice(&(samples.len() as u64).to_le_bytes());
             data[8..16].copy_from_slice(&now_ns().to_le_bytes());
             let end = producer.push(&data)?;
@@ -160,7 +180,10 @@ pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row,
     let p50 = percentile(&mut samples, 0.5);
     let p99 = percentile(&mut samples, 0.99);
     let mut row = Row::new(
-        "latency (2 processes)",
+        match pause {
+            Pause::Short => "latency (2 processes)",
+            Pause::Idle => "latency, idle consumer",
+        },
         durability,
         "bench device",
         payload,
@@ -172,5 +195,8 @@ pub fn latency(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row,
     .step1(step1);
     row.latency_p50_us = Some(p50);
     row.latency_p99_us = Some(p99);
-    Ok(row.note("items/s = 1 / p50"))
+    Ok(row.note(match pause {
+        Pause::Short => "items/s = 1 / p50; pushes 0-2 ms after the previous pop",
+        Pause::Idle => "items/s = 1 / p50; pushes 20-30 ms after the previous pop",
+    }))
 }

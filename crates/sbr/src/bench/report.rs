@@ -212,6 +212,11 @@ pub struct IoSummary {
     pub publishes: u64,
     /// Cache flushes (flush calls and durable writes).
     pub flushes: u64,
+    /// Writes of item data: one per pushed batch (two at the wrap).
+    pub data_writes: u64,
+    /// Durable writes of the producer sector: full advances and syncs,
+    /// each a flush of its own.
+    pub syncs: u64,
     /// Repetitions: each ends with one final durable publication.
     pub reps: usize,
 }

@@ -95,6 +95,8 @@ fn summary(items: u64, io: IoCounts, consumer: bool, reps: usize) -> IoSummary {
             io.producer_sector_writes
         },
         flushes: io.flushes,
+        data_writes: io.writes - io.producer_sector_writes - io.consumer_sector_writes,
+        syncs: io.durable_producer_sector_writes,
         reps,
     }
 }
@@ -256,6 +258,8 @@ fn add(a: IoCounts, b: IoCounts) -> IoCounts {
         flushes: a.flushes + b.flushes,
         producer_sector_writes: a.producer_sector_writes + b.producer_sector_writes,
         consumer_sector_writes: a.consumer_sector_writes + b.consumer_sector_writes,
+        durable_producer_sector_writes: a.durable_producer_sector_writes
+            + b.durable_producer_sector_writes,
     }
 }
 
@@ -446,6 +450,8 @@ pub fn journal(
                 items: pushes,
                 publishes: commits,
                 flushes: io.flushes,
+                data_writes: io.writes - io.producer_sector_writes - io.consumer_sector_writes,
+                syncs: io.durable_producer_sector_writes,
                 reps: ctx.cfg.reps,
             })
             .note("flushes/publish include the worker's releases");
