@@ -687,6 +687,7 @@ fn find<'r>(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn targets(
     rows: &[Row],
     l: &Limits,

@@ -152,8 +152,12 @@ fn chart(
     Ok(())
 }
 
-/// 1500 -> "1.5k", 2000000 -> "2M".
+/// 1500 -> "1.5k", 2000000 -> "2M", 0.05 -> "0.05".
 fn short(v: f64) -> String {
+    if v < 1.0 {
+        let s = format!("{v:.3}");
+        return s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
     let (d, s) = if v >= 1e9 {
         (1e9, "G")
     } else if v >= 1e6 {
