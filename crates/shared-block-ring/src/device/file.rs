@@ -407,8 +407,14 @@ mod tests {
         );
         assert!(matches!(e, Error::DirectIoUnsupported { .. }));
         let text = e.to_string();
-        assert!(text.contains("/mnt/fuse/ring.img") && text.contains("O_DIRECT"), "{text}");
-        assert!(text.contains("direct(false)") && text.contains("--buffered"), "{text}");
+        assert!(
+            text.contains("/mnt/fuse/ring.img") && text.contains("O_DIRECT"),
+            "{text}"
+        );
+        assert!(
+            text.contains("direct(false)") && text.contains("--buffered"),
+            "{text}"
+        );
         // Without O_DIRECT, EINVAL is just an open error.
         let e = open_error(
             Path::new("x"),
