@@ -287,7 +287,7 @@ impl<D: BlockDevice> Feeder<D> {
 
     /// Pushes items `from..to` of a chunk, waiting for room as needed.
     fn push(&mut self, chunk: &Chunk, from: usize, to: usize) -> CmdResult {
-        let mut backoff = self.producer.options().new_backoff(None);
+        let mut backoff = self.producer.backoff(None);
         loop {
             match self.producer.push_many(chunk.items(from, to)) {
                 Ok(_) => {
@@ -306,7 +306,7 @@ impl<D: BlockDevice> Feeder<D> {
                             ),
                         ));
                     }
-                    backoff.wait();
+                    self.producer.pause(&mut backoff);
                 }
                 Err(Error::TooLarge { .. }) if to - from > 1 => {
                     // The group is larger than the ring: one by one.

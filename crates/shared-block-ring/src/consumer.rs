@@ -3,7 +3,6 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use crate::backoff::Backoff;
 use crate::codec::{Bytes, Codec};
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Error, Result, RetryReason, Side};
@@ -214,11 +213,12 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// # Errors
     /// [`Error::Retry`] after the timeout; as [`pop_from`](Self::pop_from).
     pub fn wait_for_item(&mut self, from: Position, timeout: Option<Duration>) -> Result<()> {
-        let mut backoff = Backoff::new(self.link.options.max_backoff, timeout);
+        let mut backoff = self.link.backoff(timeout);
         loop {
             match self.item_at(from.offset()) {
                 Ok(_) => return Ok(()),
-                Err(Error::Retry(RetryReason::Empty)) if backoff.wait() => {}
+                Err(Error::Retry(RetryReason::Empty))
+                    if backoff.wait_with(|d| self.link.device.wait_for_change(d)) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -157,6 +157,12 @@ impl BlockDevice for Counted {
     fn unlock(&self, side: Side) {
         self.inner.unlock(side)
     }
+    fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+        self.inner.wait_for_change(timeout)
+    }
+    fn notifies_changes(&self) -> bool {
+        self.inner.notifies_changes()
+    }
 }
 
 /// Opens `spec` as the ring's users do: O_DIRECT for files, a new

@@ -288,11 +288,11 @@ pub fn pipeline(
             let produced = (|| -> Result<u64, Error> {
                 let mut n = 0u64;
                 while n == 0 || start.elapsed() < cfg.budget {
-                    let mut backoff = p.options().new_backoff(Some(Duration::from_secs(30)));
+                    let mut backoff = p.backoff(Some(Duration::from_secs(30)));
                     let end = loop {
                         match p.push_many(std::iter::repeat_n(&data[..], PIPELINE_BATCH)) {
                             Ok(end) => break end,
-                            Err(Error::Retry(RetryReason::Full)) if backoff.wait() => {}
+                            Err(Error::Retry(RetryReason::Full)) if p.pause(&mut backoff) => {}
                             Err(e) => return Err(e),
                         }
                     };
