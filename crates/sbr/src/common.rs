@@ -81,10 +81,14 @@ impl<T> OnDevice<T> for Result<T, Error> {
 /// The device and how to open it: shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
-    /// The ring's device: a regular file, a block device (/dev/loop0,
-    /// /dev/sdb), or a network block device URI (nbd://host[:port]/export,
-    /// nbd+unix:///export?socket=PATH).
-    #[arg(value_name = "DEVICE")]
+    // The help text is given as an attribute, not a doc comment: rustdoc
+    // would read "[:port]" as a link.
+    #[arg(
+        value_name = "DEVICE",
+        help = "The ring's device: a regular file, a block device (/dev/loop0, /dev/sdb), \
+                or a network block device URI (nbd://host[:port]/export, \
+                nbd+unix:///export?socket=PATH)"
+    )]
     pub device: String,
 
     /// Sector size in bytes; default: the device's own (512 for files).

@@ -278,7 +278,7 @@ fn produce(mut p: Producer<FileDevice>, a: &PeerArgs) -> Result<PeerReport, Erro
             bytes += len as u64;
             seq += 1;
         }
-        let mut backoff = p.options().new_backoff(Some(Duration::from_secs(60)));
+        let mut backoff = p.backoff(Some(Duration::from_secs(60)));
         loop {
             let mut start_of = 0;
             let items = ends.iter().map(|&e| {
@@ -291,7 +291,7 @@ fn produce(mut p: Producer<FileDevice>, a: &PeerArgs) -> Result<PeerReport, Erro
                     p.advance(end)?;
                     break;
                 }
-                Err(Error::Retry(RetryReason::Full)) if backoff.wait() => {}
+                Err(Error::Retry(RetryReason::Full)) if p.pause(&mut backoff) => {}
                 Err(e) => return Err(e),
             }
         }

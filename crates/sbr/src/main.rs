@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod common;
 mod consume;
 mod create;
@@ -18,6 +19,11 @@ mod handshake;
 mod produce;
 
 use common::{CmdResult, EXIT_OK};
+
+/// Counts allocations per thread, for `sbr bench`'s check that the hot
+/// paths allocate nothing per item; otherwise the system allocator.
+#[global_allocator]
+static ALLOCATOR: bench::alloc::CountingAlloc = bench::alloc::CountingAlloc;
 
 /// Shared block rings: durable single-producer single-consumer queues on a
 /// block device, compatible with the OCaml shared-block-ring.
@@ -54,6 +60,12 @@ enum Command {
     /// A demo child process (internal).
     #[command(hide = true)]
     DemoPeer(demo::PeerArgs),
+    /// Measure the device's limits and the ring's speed against them, in
+    /// one run; check the performance targets.
+    Bench(bench::Args),
+    /// A bench child process (internal).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +81,8 @@ fn main() -> ExitCode {
         Command::Erase(a) => erase::run(a),
         Command::Demo(a) => demo::run(a),
         Command::DemoPeer(a) => demo::run_peer(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchPeer(a) => bench::run_peer(a),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -68,9 +68,11 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 
 /// Items in one flat buffer (no allocation per item once it has grown).
 #[derive(Default)]
-struct Chunk {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
+pub(crate) struct Chunk {
+    /// The items' bytes, one after the other.
+    pub(crate) bytes: Vec<u8>,
+    /// Where each item ends in `bytes`.
+    pub(crate) ends: Vec<usize>,
 }
 
 impl Chunk {
@@ -90,8 +92,8 @@ impl Chunk {
     }
 }
 
-/// What the reader thread sends.
-enum Input {
+/// What the reader thread sends (`sbr bench` sends the same).
+pub(crate) enum Input {
     Items(Chunk),
     /// Item number `.0` (1-based) is longer than `.1` bytes.
     TooLong(u64, u64),
@@ -99,8 +101,9 @@ enum Input {
 }
 
 /// Largest chunk the reader hands over.
-const CHUNK_BYTES: usize = 1 << 20;
-const CHUNK_ITEMS: usize = 16384;
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
+/// Most items in one chunk.
+pub(crate) const CHUNK_ITEMS: usize = 16384;
 
 /// Runs `sbr produce`.
 pub fn run(a: Args) -> CmdResult {
@@ -113,15 +116,7 @@ pub fn run(a: Args) -> CmdResult {
     let (tx, rx) = mpsc::sync_channel(2);
     let (recycle_tx, recycle_rx) = mpsc::channel();
     std::thread::spawn(move || read_items(delimiter, max_item, tx, recycle_rx));
-    let mut feeder = Feeder {
-        group_bytes: (producer.geometry().capacity() / 4).clamp(1, 4 << 20) as usize,
-        name,
-        producer,
-        batch: a.batch,
-        no_wait: a.no_wait,
-        unpublished: 0,
-        published: 0,
-    };
+    let mut feeder = Feeder::new(name, producer, a.batch, a.no_wait);
     let result = feeder.feed(rx, recycle_tx);
     // Whatever happened, items already pushed are complete: publish them.
     let publish = feeder.publish();
@@ -186,7 +181,9 @@ fn read_items(delimiter: u8, max_item: u64, tx: SyncSender<Input>, recycle: Rece
     }
 }
 
-struct Feeder<D: BlockDevice> {
+/// The main thread of `sbr produce` (and of the bench's streaming
+/// producer): pushes the chunks the reader sends and publishes them.
+pub(crate) struct Feeder<D: BlockDevice> {
     name: String,
     producer: Producer<D>,
     batch: Option<u64>,
@@ -199,7 +196,28 @@ struct Feeder<D: BlockDevice> {
 }
 
 impl<D: BlockDevice> Feeder<D> {
-    fn feed(&mut self, rx: Receiver<Input>, recycle: mpsc::Sender<Chunk>) -> CmdResult {
+    /// A feeder publishing every `batch` items, or as soon as pushed
+    /// (pipelined) without one.
+    pub(crate) fn new(
+        name: String,
+        producer: Producer<D>,
+        batch: Option<u64>,
+        no_wait: bool,
+    ) -> Feeder<D> {
+        Feeder {
+            group_bytes: (producer.geometry().capacity() / 4).clamp(1, 4 << 20) as usize,
+            name,
+            producer,
+            batch,
+            no_wait,
+            unpublished: 0,
+            published: 0,
+        }
+    }
+
+    /// Pushes and publishes what `rx` brings until it is closed; sends each
+    /// chunk back on `recycle` once pushed.
+    pub(crate) fn feed(&mut self, rx: Receiver<Input>, recycle: mpsc::Sender<Chunk>) -> CmdResult {
         loop {
             let input = match rx.try_recv() {
                 Ok(input) => input,
@@ -269,7 +287,7 @@ impl<D: BlockDevice> Feeder<D> {
 
     /// Pushes items `from..to` of a chunk, waiting for room as needed.
     fn push(&mut self, chunk: &Chunk, from: usize, to: usize) -> CmdResult {
-        let mut backoff = self.producer.options().new_backoff(None);
+        let mut backoff = self.producer.backoff(None);
         loop {
             match self.producer.push_many(chunk.items(from, to)) {
                 Ok(_) => {
@@ -288,7 +306,7 @@ impl<D: BlockDevice> Feeder<D> {
                             ),
                         ));
                     }
-                    backoff.wait();
+                    self.producer.pause(&mut backoff);
                 }
                 Err(Error::TooLarge { .. }) if to - from > 1 => {
                     // The group is larger than the ring: one by one.
@@ -303,7 +321,7 @@ impl<D: BlockDevice> Feeder<D> {
     }
 
     /// Publishes everything pushed, durably.
-    fn publish(&mut self) -> CmdResult {
+    pub(crate) fn publish(&mut self) -> CmdResult {
         let tail = self.producer.tail();
         self.producer.advance(tail).on(&self.name)?;
         self.published += self.unpublished;

@@ -44,6 +44,17 @@ impl Backoff {
     /// Waits before the next poll. Returns false, without waiting, once the
     /// deadline has passed.
     pub fn wait(&mut self) -> bool {
+        self.wait_with(|pause| {
+            std::thread::sleep(pause);
+            false
+        })
+    }
+
+    /// Like [`wait`](Self::wait), but sleeps with `sleep(pause)`, which may
+    /// return early (and true) when it learns of a change, such as
+    /// [`BlockDevice::wait_for_change`](crate::BlockDevice::wait_for_change).
+    /// An early wake keeps the sleeps short: the other side is active.
+    pub fn wait_with(&mut self, sleep: impl FnOnce(Duration) -> bool) -> bool {
         let now = Instant::now();
         let mut pause = self.next;
         if now < self.hot_until {
@@ -57,11 +68,20 @@ impl Backoff {
         }
         if pause < Self::SPIN {
             std::thread::yield_now();
-        } else {
-            std::thread::sleep(pause);
+        } else if sleep(pause) {
+            self.reset();
+            return true;
         }
         self.next = (self.next * 2).min(self.max);
         true
+    }
+
+    /// Skips the phase of frequent polls: for a waiter that is woken by
+    /// change notifications ([`BlockDevice::notifies_changes`](crate::BlockDevice::notifies_changes)).
+    pub fn without_hot_phase(mut self) -> Backoff {
+        self.hot_until = Instant::now();
+        self.next = Self::HOT_STEP;
+        self
     }
 
     /// Starts again from the shortest wait (after progress).

@@ -247,13 +247,26 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// # Errors
     /// As [`push`](Self::push); [`Error::Retry`] only after the timeout.
     pub fn push_wait(&mut self, item: &C::Item, timeout: Option<Duration>) -> Result<Position> {
-        let mut backoff = Backoff::new(self.link.options.max_backoff, timeout);
+        let mut backoff = self.link.backoff(timeout);
         loop {
             match self.push(item) {
-                Err(Error::Retry(RetryReason::Full)) if backoff.wait() => {}
+                Err(Error::Retry(RetryReason::Full)) if self.pause(&mut backoff) => {}
                 other => return other,
             }
         }
+    }
+
+    /// A backoff for waiting until the consumer makes room, to pass to
+    /// [`pause`](Self::pause): what [`push_wait`](Self::push_wait) uses.
+    pub fn backoff(&self, timeout: Option<Duration>) -> Backoff {
+        self.link.backoff(timeout)
+    }
+
+    /// Waits one step of `backoff`, waking early when the device reports a
+    /// change (the consumer released space, or asked for a suspend).
+    /// Returns false once the backoff's deadline has passed.
+    pub fn pause(&self, backoff: &mut Backoff) -> bool {
+        backoff.wait_with(|d| self.link.device.wait_for_change(d))
     }
 
     /// Publishes every pushed item up to `position` (as returned by `push`):

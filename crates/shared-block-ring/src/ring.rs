@@ -339,6 +339,17 @@ impl<D: BlockDevice> Link<D> {
         Ok(())
     }
 
+    /// A backoff for waiting on the other side: without the phase of
+    /// frequent polls when the device wakes waiters itself.
+    pub(crate) fn backoff(&self, timeout: Option<Duration>) -> crate::Backoff {
+        let b = crate::Backoff::new(self.options.max_backoff, timeout);
+        if self.device.notifies_changes() {
+            b.without_hot_phase()
+        } else {
+            b
+        }
+    }
+
     /// Reads one stream sector into the link's sector buffer.
     pub(crate) fn read_stream_sector(&mut self, stream_sector: u64) -> Result<&[u8]> {
         let sector = self.geometry.physical_sector(stream_sector);

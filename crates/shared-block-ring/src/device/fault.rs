@@ -368,8 +368,9 @@ fn splitmix(state: &mut u64) -> u64 {
 /// documentation](self).
 ///
 /// Clones share the wrapped device and all the fault state, so a producer
-/// and a consumer in one test can each own a clone. Role locks, the sector
-/// size, the size and read-only state pass through to the wrapped device.
+/// and a consumer in one test can each own a clone. Role locks, change
+/// notifications, the sector size, the size and read-only state pass
+/// through to the wrapped device.
 ///
 /// Crash images hold a copy of the whole device: use small devices.
 pub struct FaultDevice<D: BlockDevice> {
@@ -653,6 +654,14 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
 
     fn is_read_only(&self) -> bool {
         self.shared.inner.is_read_only()
+    }
+
+    fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+        self.shared.inner.wait_for_change(timeout)
+    }
+
+    fn notifies_changes(&self) -> bool {
+        self.shared.inner.notifies_changes()
     }
 
     fn describe(&self) -> String {

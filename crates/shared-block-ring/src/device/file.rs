@@ -2,10 +2,17 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::inotify;
 
 use super::{check_range, AlignedBuf, BlockDevice};
 use crate::error::{Error, Side};
@@ -78,6 +85,9 @@ pub struct FileDevice {
     block_device: bool,
     /// Cleared when the kernel refuses `RWF_DSYNC` (before Linux 4.7).
     dsync_supported: AtomicBool,
+    /// An inotify watch on the path, made on the first wait; `None` inside
+    /// when inotify is unavailable (waits then just sleep).
+    watch: OnceLock<Option<OwnedFd>>,
 }
 
 impl FileDevice {
@@ -151,6 +161,7 @@ impl FileDevice {
             read_only: options.read_only,
             block_device,
             dsync_supported: AtomicBool::new(true),
+            watch: OnceLock::new(),
         })
     }
 
@@ -197,6 +208,13 @@ impl FileDevice {
             offset += n as u64;
         }
         Ok(())
+    }
+
+    fn new_watch(&self) -> Option<OwnedFd> {
+        let fd =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+        inotify::add_watch(&fd, &self.path, inotify::WatchFlags::MODIFY).ok()?;
+        Some(fd)
     }
 
     fn ofd_lock(
@@ -305,6 +323,50 @@ impl BlockDevice for FileDevice {
 
     fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Waits on an inotify watch of the path: every write through the
+    /// kernel's VFS on this host, by any process, to this file or block
+    /// device node wakes it. Writes from other hosts do not; callers poll
+    /// at the timeout for those.
+    fn wait_for_change(&self, timeout: Duration) -> bool {
+        let mut created = false;
+        let watch = self.watch.get_or_init(|| {
+            created = true;
+            self.new_watch()
+        });
+        let Some(fd) = watch else {
+            std::thread::sleep(timeout);
+            return false;
+        };
+        if created {
+            // Writes made before the watch existed were not recorded: let
+            // the caller look again now that they will be.
+            return true;
+        }
+        let ts = Timespec {
+            tv_sec: timeout.as_secs() as _,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(n) if n > 0 => {
+                // Drain the queued events; how many does not matter.
+                let mut buf = [MaybeUninit::<u8>::uninit(); 1024];
+                let mut reader = inotify::Reader::new(fd, &mut buf);
+                while reader.next().is_ok() {}
+                true
+            }
+            Ok(_) => false,
+            Err(_) => {
+                std::thread::sleep(timeout);
+                false
+            }
+        }
+    }
+
+    fn notifies_changes(&self) -> bool {
+        self.watch.get_or_init(|| self.new_watch()).is_some()
     }
 
     fn describe(&self) -> String {
@@ -433,6 +495,24 @@ mod tests {
         let mut b = [0u8; 512];
         d.read(1, &mut b).unwrap();
         assert_eq!(b, [5u8; 512]);
+    }
+
+    #[test]
+    fn another_handle_writing_wakes_a_waiter() {
+        let f = file_of(8192);
+        let waiter = FileDevice::open(f.path()).unwrap();
+        let writer = FileDevice::open(f.path()).unwrap();
+        // The first wait sets the watch up and asks for a fresh look.
+        assert!(waiter.wait_for_change(Duration::from_secs(5)));
+        // Nothing written: the wait runs to its timeout.
+        assert!(!waiter.wait_for_change(Duration::from_millis(20)));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            writer.write_durable(1, &AlignedBuf::zeroed(512)).unwrap();
+        });
+        // Woken by the write, long before the timeout.
+        assert!(waiter.wait_for_change(Duration::from_secs(30)));
+        t.join().unwrap();
     }
 
     #[test]

@@ -76,6 +76,27 @@ pub trait BlockDevice: Send + Sync {
     /// Any I/O error of the underlying storage.
     fn flush(&self) -> io::Result<()>;
 
+    /// Waits until the device may have been written by someone, or until
+    /// `timeout` passes; returns true when woken by a change notification.
+    ///
+    /// Polling loops (a consumer waiting for items, a producer waiting for
+    /// space) call this instead of sleeping. The default sleeps: a device
+    /// shared across hosts cannot notify. [`FileDevice`] wakes up as soon as
+    /// another process on this host writes the file or block device
+    /// (inotify), so waiters on one host see new items at once without
+    /// polling fast; writers on other hosts are still seen by polling.
+    fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
+    }
+
+    /// True when [`wait_for_change`](Self::wait_for_change) is woken by
+    /// writes from other processes on this host, so waiters need not poll
+    /// fast to see them soon.
+    fn notifies_changes(&self) -> bool {
+        false
+    }
+
     /// True when writes will be refused.
     fn is_read_only(&self) -> bool {
         false
@@ -157,6 +178,8 @@ macro_rules! forward_block_device {
             fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> { (**self).write_durable(sector, buf) }
             fn flush(&self) -> io::Result<()> { (**self).flush() }
             fn is_read_only(&self) -> bool { (**self).is_read_only() }
+            fn wait_for_change(&self, timeout: std::time::Duration) -> bool { (**self).wait_for_change(timeout) }
+            fn notifies_changes(&self) -> bool { (**self).notifies_changes() }
             fn describe(&self) -> String { (**self).describe() }
             fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> { (**self).try_lock(side) }
             fn unlock(&self, side: Side) { (**self).unlock(side) }

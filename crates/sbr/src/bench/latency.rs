@@ -1,0 +1,202 @@
+//! End-to-end latency between two processes: this process pushes one item
+//! at a time on an idle ring, a `sbr bench-peer` child pops it; each item
+//! carries the CLOCK_MONOTONIC time of its push, and the child reports, on
+//! its standard output, how long before its pop that was.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use shared_block_ring::{Consumer, Durability, Producer};
+
+use super::io::{die_with_parent, item, now_ns, open, ChildGuard, Counted};
+use super::report::{Kind, Row};
+use super::ring::options;
+use super::{percentile, BenchError, Ctx};
+use crate::common::{CmdResult, Failure, OnDevice, EXIT_FATAL};
+
+/// Arguments of the hidden `sbr bench-peer`.
+#[derive(clap::Args, Debug)]
+pub struct PeerArgs {
+    /// The ring's device.
+    #[arg(long)]
+    device: String,
+    /// Durability mode.
+    #[arg(long)]
+    durability: Durability,
+    /// The ring spans only the first N sectors of the device.
+    #[arg(long)]
+    sectors: Option<u64>,
+    /// Give up when no item comes for this long.
+    #[arg(long, default_value = "10s", value_parser = crate::common::parse_duration)]
+    timeout: Duration,
+}
+
+/// The sequence number of the item that ends a run.
+const STOP: u64 = u64::MAX;
+/// Items carry their sequence number and push time: 16 bytes.
+pub const MIN_PAYLOAD: usize = 16;
+
+/// Runs `sbr bench-peer`: pops until the stop item, printing each item's
+/// latency in nanoseconds on its own line once the item is released.
+pub fn run_peer(a: PeerArgs) -> CmdResult {
+    let fatal = |m: String| Failure::new(EXIT_FATAL, m);
+    let device = Counted::new(
+        open(&a.device).map_err(|e| Failure::new(EXIT_FATAL, e.to_string()))?,
+        a.sectors,
+    );
+    let mut consumer =
+        Consumer::attach(device, options(a.durability, "bench peer")).on(&a.device)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let say = |out: &mut std::io::StdoutLock, line: String| {
+        writeln!(out, "{line}")
+            .and_then(|_| out.flush())
+            .map_err(|e| fatal(format!("writing to the bench: {e}")))
+    };
+    say(&mut out, "ready".into())?;
+    loop {
+        let (next, bytes) = consumer.pop_wait(Some(a.timeout)).on(&a.device)?;
+        let popped = now_ns();
+        let (Some(seq), Some(sent)) = (
+            bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes),
+            bytes
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes),
+        ) else {
+            return Err(fatal(format!(
+                "{}: an item of {} bytes: the bench's items have at least {MIN_PAYLOAD}",
+                a.device,
+                bytes.len()
+            )));
+        };
+        consumer.advance(next).on(&a.device)?;
+        if seq == STOP {
+            return Ok(());
+        }
+        say(&mut out, popped.saturating_sub(sent).to_string())?;
+    }
+}
+
+/// How long the producer pauses between one pop and the next push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// 0 to 2 ms at random: the consumer was busy a moment ago and still
+    /// polls often (its hot phase lasts 2 ms).
+    Short,
+    /// 20 to 30 ms: the consumer has been waiting long and polls at its
+    /// slowest (every `max_backoff`, 4 ms by default): an idle ring.
+    Idle,
+}
+
+/// One latency row: push to pop between this process and a peer.
+pub fn latency(
+    ctx: &Ctx,
+    durability: Durability,
+    payload: usize,
+    pause: Pause,
+) -> Result<Row, BenchError> {
+    let payload = payload.max(MIN_PAYLOAD);
+    ctx.ring.fresh()?;
+    let mut producer = Producer::attach(ctx.ring.open()?, options(durability, "bench producer"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| BenchError::msg(format!("finding sbr itself: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "bench-peer",
+        "--device",
+        &ctx.ring.spec,
+        "--durability",
+        durability.name(),
+    ]);
+    if let Some(n) = ctx.ring.sectors {
+        cmd.args(["--sectors", &n.to_string()]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let child = die_with_parent(&mut cmd)
+        .spawn()
+        .map_err(|e| BenchError::msg(format!("starting sbr bench-peer: {e}")))?;
+    let mut peer = ChildGuard::new(child, "sbr bench-peer");
+    let stdout = peer
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| BenchError::msg("no pipe from sbr bench-peer"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut next_line = || -> Result<String, BenchError> {
+        match lines.next() {
+            Some(Ok(l)) => Ok(l),
+            Some(Err(e)) => Err(BenchError::msg(format!("reading from sbr bench-peer: {e}"))),
+            None => Err(BenchError::msg(
+                "sbr bench-peer stopped early (see its error above)",
+            )),
+        }
+    };
+    if next_line()? != "ready" {
+        return Err(BenchError::msg("sbr bench-peer said something unexpected"));
+    }
+    let mut data = item(payload);
+    let mut rng = rand::rng();
+    let mut samples = Vec::new();
+    let mut paired = ctx.paired(Kind::Latency, durability, payload);
+    let per_rep = ctx.cfg.latency_budget / ctx.cfg.reps as u32;
+    for _ in 0..ctx.cfg.reps {
+        paired.sample()?;
+        let start = Instant::now();
+        let first = samples.len();
+        while samples.len() < first + 3 || start.elapsed() < per_rep {
+            // A random pause, so that pushes meet the consumer at every
+            // point of its polling schedule.
+            let us = match pause {
+                Pause::Short => rng.random_range(0..2_000),
+                Pause::Idle => rng.random_range(20_000..30_000),
+            };
+            std::thread::sleep(Duration::from_micros(us));
+            data[..8].copy_from_slice(&(samples.len() as u64).to_le_bytes());
+            data[8..16].copy_from_slice(&now_ns().to_le_bytes());
+            let end = producer.push(&data)?;
+            producer.advance(end)?;
+            let ns: u64 = next_line()?
+                .parse()
+                .map_err(|e| BenchError::msg(format!("sbr bench-peer sent a bad latency: {e}")))?;
+            samples.push(ns as f64 / 1e3);
+        }
+    }
+    data[..8].copy_from_slice(&STOP.to_le_bytes());
+    let end = producer.push(&data)?;
+    producer.advance(end)?;
+    let status = peer.wait(Duration::from_secs(20))?;
+    if !status.success() {
+        return Err(BenchError::msg(format!("sbr bench-peer failed ({status})")));
+    }
+    let (lim, step1) = paired.finish();
+    let p50 = percentile(&mut samples, 0.5);
+    let p99 = percentile(&mut samples, 0.99);
+    let mut row = Row::new(
+        match pause {
+            Pause::Short => "latency (2 processes)",
+            Pause::Idle => "latency, idle consumer",
+        },
+        durability,
+        "bench device",
+        payload,
+        1,
+        1e6 / p50,
+        lim,
+        samples.len(),
+    )
+    .step1(step1);
+    row.latency_p50_us = Some(p50);
+    row.latency_p99_us = Some(p99);
+    Ok(row.note(match pause {
+        Pause::Short => "items/s = 1 / p50; pushes 0-2 ms after the previous pop",
+        Pause::Idle => "items/s = 1 / p50; pushes 20-30 ms after the previous pop",
+    }))
+}

@@ -1,0 +1,176 @@
+//! `sbr bench` end to end, shrunk by the hidden `--smoke` flag to about a
+//! second: the report's shape, the targets, the plot, and the flush counts
+//! the durability rules imply.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+
+fn dir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("bench-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+#[test]
+fn smoke_run_reports_rows_targets_and_a_plot() {
+    let d = dir();
+    let json = d.path().join("bench.json");
+    let svg = d.path().join("bench.svg");
+    let out = Command::new(SBR)
+        .args(["bench", "--smoke", "--dir"])
+        .arg(d.path())
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sbr bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Step 1"), "{stdout}");
+    assert!(stdout.contains("Targets"), "{stdout}");
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["mode"], "smoke");
+    for key in [
+        "dsync_small_writes_per_s",
+        "dsync_64k_writes_per_s",
+        "dsync_1m_write_mb_per_s",
+        "small_reads_per_s",
+        "read_1m_mb_per_s",
+    ] {
+        assert!(num(&report["limits"], key) > 0.0, "limits.{key}");
+    }
+
+    let rows = report["rows"].as_array().expect("rows");
+    // 9 scenarios x 2 payloads x 2 modes, the idle-consumer latency of
+    // 100-byte items in each mode, the CLI row, 4 NBD/local rows.
+    assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
+    for r in rows {
+        for key in [
+            "scenario",
+            "durability",
+            "payload_bytes",
+            "batch",
+            "items_per_s",
+            "mb_per_s",
+            "limit",
+            "ratio_to_limit",
+        ] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        if r["device"] == "qemu-nbd" && !on_path("qemu-nbd") {
+            continue;
+        }
+        let items = num(r, "items_per_s");
+        let limit = num(r, "limit");
+        assert!(items > 0.0 && limit > 0.0, "{r}");
+        let ratio = num(r, "ratio_to_limit");
+        assert!(
+            (ratio - items / limit).abs() <= 1e-9 * ratio.max(1.0),
+            "{r}"
+        );
+        let mb = num(r, "mb_per_s");
+        let payload = num(r, "payload_bytes");
+        assert!(
+            (mb - items * payload / 1e6).abs() <= 1e-9 * mb.max(1.0),
+            "{r}"
+        );
+    }
+    let row = |scenario: &str, durability: &str, payload: u64| {
+        rows.iter()
+            .find(|r| {
+                r["scenario"] == scenario
+                    && r["durability"] == durability
+                    && r["payload_bytes"] == payload
+            })
+            .unwrap_or_else(|| panic!("no row {scenario} {durability} {payload}"))
+    };
+    // The durability rules, as counted on the device: a durable publish
+    // flushes the data, then writes the pointer durably (two flushes); the
+    // process-crash mode never flushes.
+    assert_eq!(
+        row("push+advance", "power-loss", 100)["flushes_per_publish"],
+        2.0
+    );
+    assert_eq!(
+        row("push+advance", "process-crash", 100)["flushes_per_publish"],
+        0.0
+    );
+    // A batch of 256 items of 1 MiB cannot fit the 16 MiB smoke ring: it is
+    // capped, and the row says so.
+    let capped = row("push_many(256)+advance", "power-loss", 1_048_576);
+    assert!(num(capped, "batch") < 256.0, "{capped}");
+    assert!(
+        capped["note"].as_str().unwrap().contains("capped"),
+        "{capped}"
+    );
+    for scenario in ["latency (2 processes)", "latency, idle consumer"] {
+        let latency = row(scenario, "power-loss", 100);
+        assert!(num(latency, "latency_p99_us") >= num(latency, "latency_p50_us"));
+        assert!(num(latency, "latency_p50_us") > 0.0);
+    }
+
+    let targets = report["targets"].as_array().expect("targets");
+    let ids: Vec<&str> = targets.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"]);
+    for t in targets {
+        assert!(
+            t.get("value").is_some() && t["goal"].as_f64().is_some(),
+            "{t}"
+        );
+        let parts = t["parts"].as_array().unwrap();
+        assert!(!parts.is_empty(), "{t}");
+        let all = parts.iter().all(|p| p["met"].as_bool().unwrap());
+        assert_eq!(t["met"].as_bool(), Some(all), "{t}");
+    }
+    let target = |id: &str| targets.iter().find(|t| t["id"] == id).unwrap();
+    // The streaming producer pays one flush per published batch (plus the
+    // final sync of each run, which the value leaves out).
+    let t2 = &target("T2")["parts"][1];
+    assert_eq!(t2["name"], "flushes per published batch, besides syncs");
+    assert!(num(t2, "value") <= 1.0, "{t2}");
+    // Peak memory of the two CLI processes was read, and is plausible.
+    for p in &target("T7")["parts"].as_array().unwrap()[..2] {
+        let mib = num(p, "value");
+        assert!(mib > 0.5 && mib < 1024.0, "{p}");
+    }
+    if on_path("qemu-nbd") {
+        for p in target("T8")["parts"].as_array().unwrap() {
+            assert!(num(p, "value") > 0.0, "{p}");
+        }
+    } else {
+        assert!(target("T8")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not installed"));
+    }
+
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg"), "not an SVG");
+    assert!(plot.contains("against batch size") && plot.contains("against payload size"));
+}
