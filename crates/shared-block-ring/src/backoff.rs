@@ -95,8 +95,49 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    /// The pauses `b` asks for, without sleeping (pauses too short to
+    /// sleep are yields and are not recorded).
+    fn pauses(b: &mut Backoff, n: usize) -> Vec<Duration> {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            b.wait_with(|p| {
+                seen.push(p);
+                false
+            });
+        }
+        seen
+    }
+
     #[test]
-    fn gives_up_at_the_deadline_and_caps_the_sleep() {
+    fn the_hot_phase_polls_every_50_us_at_most() {
+        let mut b = Backoff::new(Duration::from_millis(4), None);
+        let p = pauses(&mut b, 20);
+        // 1, 2, 4, 8 and 16 µs are yields; then 32 µs, then 50 µs steps.
+        assert_eq!(p.len(), 15);
+        assert_eq!(p[0], Duration::from_micros(32));
+        assert!(p[1..].iter().all(|&d| d == Backoff::HOT_STEP), "{p:?}");
+    }
+
+    #[test]
+    fn after_the_hot_phase_sleeps_double_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(2), None).without_hot_phase();
+        let p: Vec<u64> = pauses(&mut b, 9)
+            .iter()
+            .map(|d| d.as_micros() as u64)
+            .collect();
+        assert_eq!(p, vec![50, 100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+    }
+
+    #[test]
+    fn an_early_wake_starts_over_with_short_sleeps() {
+        let mut b = Backoff::new(Duration::from_millis(2), None).without_hot_phase();
+        pauses(&mut b, 6);
+        assert!(b.wait_with(|_| true));
+        assert_eq!(b.next, Backoff::FIRST);
+    }
+
+    #[test]
+    fn gives_up_at_the_deadline() {
         let mut b = Backoff::new(Duration::from_millis(2), Some(Duration::from_millis(30)));
         let start = Instant::now();
         let mut polls = 0;
@@ -104,12 +145,10 @@ mod tests {
             polls += 1;
             assert!(polls < 10_000);
         }
-        let took = start.elapsed();
-        assert!(took >= Duration::from_millis(30), "{took:?}");
-        assert!(b.next <= Duration::from_millis(2));
-        // With a 2 ms cap, 30 ms needs at least a dozen polls, and the hot
-        // phase (2 ms of polls at most 50 µs apart) adds a dozen more.
-        assert!(polls >= 24, "{polls}");
-        assert!(polls < 200, "{polls}");
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        // Once past the deadline it says so without waiting again.
+        let again = Instant::now();
+        assert!(!b.wait());
+        assert!(again.elapsed() < Duration::from_millis(30));
     }
 }
