@@ -525,3 +525,87 @@ fn permission_denied_is_reported() {
     };
     assert_error(&o, 1, &ring, "Permission denied");
 }
+
+/// For each bad device of RELIABILITY.md's table, `sbr` prints exactly the
+/// library's error after the device name, and exits 1.
+#[test]
+fn bad_inputs_print_the_library_error_after_the_device_name() {
+    use shared_block_ring::{Consumer, FileDevice, FileOptions, Options, Position};
+    let d = dir();
+    let base = new_ring(d.path(), "base.img", "16KiB");
+    run(&["produce", &base], b"hello\nworld\n");
+    let good = std::fs::read(&base).unwrap();
+    type Damage = fn(&mut Vec<u8>);
+    let cases: Vec<(&str, Damage, &[&str])> = vec![
+        ("not a ring", |b| b.fill(0), &[]),
+        (
+            "foreign signature",
+            |b| b[27..30].copy_from_slice(b"2.0"),
+            &[],
+        ),
+        ("flag byte 0", |b| b[512 + 8] = 0, &[]),
+        ("flag byte 7", |b| b[1024 + 8] = 7, &[]),
+        ("unaligned position", |b| b[512] = 22, &[]),
+        ("consumer > producer", |b| b[1024] = 100, &[]),
+        (
+            "used beyond capacity",
+            |b| b[512..520].copy_from_slice(&14852u64.to_le_bytes()),
+            &[],
+        ),
+        ("item length past producer", |b| b[1536 + 12] = 100, &[]),
+        (
+            "a length of 4 GiB",
+            |b| b[1536 + 12..1536 + 16].fill(0xff),
+            &[],
+        ),
+        ("truncated file", |b| b.truncate(1536), &[]),
+        (
+            "wrong sector size",
+            |b| b.resize(65536, 0),
+            &["--sector-size", "4096"],
+        ),
+    ];
+    for (what, damage, extra) in cases {
+        let path = d.path().join(format!("{}.img", what.replace(' ', "-")));
+        let mut bytes = good.clone();
+        damage(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let p = path.display().to_string();
+        // The library's own words, on the same device.
+        let mut options = FileOptions::new();
+        if extra.len() == 2 {
+            options = options.sector_size(extra[1].parse().unwrap());
+        }
+        let lib_error = FileDevice::open_with(&path, &options)
+            .and_then(|dev| Consumer::attach(dev, Options::new()))
+            .and_then(|mut c| {
+                c.fold(Position::ZERO.max(c.position()), (), |_, _| ())
+                    .map(|_| ())
+            })
+            .expect_err(what)
+            .to_string();
+        let mut args = vec!["consume", p.as_str()];
+        args.extend_from_slice(extra);
+        let o = run(&args, b"");
+        assert_eq!(code(&o), 1, "{what}");
+        assert_eq!(stderr(&o), format!("error: {p}: {lib_error}\n"), "{what}");
+    }
+    // Refused before the device is used at all.
+    let o = run(&["consume", &base, "--sector-size", "1000"], b"");
+    assert_error(
+        &o,
+        1,
+        &base,
+        "unsupported sector size 1000: it must be a power of two",
+    );
+    let tiny = d.path().join("tiny.img");
+    std::fs::write(&tiny, vec![0u8; 1536]).unwrap();
+    let t = tiny.display().to_string();
+    assert_eq!(
+        stderr(&run(&["create", &t], b"")),
+        format!(
+            "error: {t}: the block device is too small for a ring: it has 3 sectors of 512 bytes; \
+             the minimum size is 4 sectors\n"
+        )
+    );
+}
