@@ -824,9 +824,10 @@ fn targets(
         ],
         format!(
             "floor (two O_DSYNC writes + one read, measured alongside): {floor_us:.0} us (from step 1: {:.0} us); idle consumer p99 {:.0} us; \
-             pushed 0-2 ms after the previous pop (consumer still in its 2 ms hot phase): p50 {:.0} us, p99 {:.0} us against a floor of {:.0} us; \
-             an idle consumer polls every max_backoff (4 ms: {:.0} polls/s, {:.0} us of CPU each), so it finds a new item about 2 ms late on average: \
-             a p50 within 1.5 x the floor would need a poll every ~{:.0} us, about {:.0}% of a core at this cost per poll",
+             pushed 0-2 ms after the previous pop: p50 {:.0} us, p99 {:.0} us against a floor of {:.0} us; \
+             an idle consumer polls every max_backoff (4 ms: {:.0} polls/s, {:.0} us of CPU each) for writers on other hosts, \
+             and is woken at once by writes from this host (inotify on the file or block device), so it does not need fast polling \
+             (fast polling alone would need a poll every ~{:.0} us, about {:.0}% of a core at this cost per poll)",
             report::latency_floor_s(l) * 1e6,
             p(idle_lat, |r| r.latency_p99_us),
             p(busy_lat, |r| r.latency_p50_us),
