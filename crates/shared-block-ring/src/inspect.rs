@@ -213,14 +213,7 @@ impl<'d, D: BlockDevice + ?Sized> StreamReader<'d, D> {
         if self.buf.len() < bytes {
             self.buf.resize(bytes);
         }
-        let mut off = 0;
-        for (sector, count) in self.geometry.runs(first, sectors).iter() {
-            let n = count as usize * ss as usize;
-            self.device
-                .read(sector, &mut self.buf[off..off + n])
-                .map_err(|e| Error::io(IoOp::Read, sector, e))?;
-            off += n;
-        }
+        crate::ring::read_stream(self.device, &self.geometry, first, &mut self.buf[..bytes])?;
         self.start = first * ss;
         self.len = sectors * ss;
         Ok(())

@@ -202,6 +202,26 @@ pub fn create<D: BlockDevice + ?Sized>(device: &D) -> Result<Created> {
     Ok(Created::Created)
 }
 
+/// Reads `buf.len()` bytes of whole stream sectors of the ring on `device`
+/// starting at stream sector `stream_sector`, in one read or two at the wrap.
+pub(crate) fn read_stream<D: BlockDevice + ?Sized>(
+    device: &D,
+    geometry: &Geometry,
+    stream_sector: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let ss = geometry.sector_size();
+    let mut off = 0;
+    for (sector, count) in geometry.runs(stream_sector, (buf.len() / ss) as u64).iter() {
+        let len = count as usize * ss;
+        device
+            .read(sector, &mut buf[off..off + len])
+            .map_err(|e| Error::io(IoOp::Read, sector, e))?;
+        off += len;
+    }
+    Ok(())
+}
+
 /// One side's view of the device: geometry, options, a sector buffer, and
 /// the role lock, released on drop.
 pub(crate) struct Link<D: BlockDevice> {
@@ -311,17 +331,7 @@ impl<D: BlockDevice> Link<D> {
     /// Reads `buf.len()` bytes of whole stream sectors starting at stream
     /// sector `stream_sector`, in one read or two at the wrap.
     pub(crate) fn read_stream(&self, stream_sector: u64, buf: &mut [u8]) -> Result<()> {
-        let ss = self.geometry.sector_size();
-        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
-        let mut off = 0;
-        for (sector, count) in runs.iter() {
-            let len = count as usize * ss;
-            self.device
-                .read(sector, &mut buf[off..off + len])
-                .map_err(|e| Error::io(IoOp::Read, sector, e))?;
-            off += len;
-        }
-        Ok(())
+        read_stream(&self.device, &self.geometry, stream_sector, buf)
     }
 
     /// Writes whole stream sectors, in one write or two at the wrap.

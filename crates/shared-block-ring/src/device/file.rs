@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::inotify;
 
-use super::{check_range, AlignedBuf, BlockDevice};
+use super::{check_range, choose_sector_size, AlignedBuf, BlockDevice};
 use crate::error::{Error, Side};
 use crate::layout;
 
@@ -135,23 +135,10 @@ impl FileDevice {
                 "not a regular file or a block device",
             )));
         };
-        let sector_size = match options.sector_size {
-            None => native_sector,
-            Some(s) => {
-                if block_device && (s < native_sector || s % native_sector != 0) {
-                    return Err(Error::SectorSizeMismatch {
-                        requested: s,
-                        device: native_sector,
-                    });
-                }
-                s
-            }
-        };
-        if !sector_size.is_power_of_two()
-            || !(layout::MIN_SECTOR_SIZE..=layout::MAX_SECTOR_SIZE).contains(&sector_size)
-        {
-            return Err(Error::BadSectorSize { sector_size });
-        }
+        // Any size suits a regular file; a block device does I/O in whole
+        // logical blocks.
+        let unit = if block_device { native_sector } else { 1 };
+        let sector_size = choose_sector_size(options.sector_size, unit, native_sector)?;
         Ok(FileDevice {
             file,
             path,

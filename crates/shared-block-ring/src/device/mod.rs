@@ -145,6 +145,32 @@ pub fn open(spec: &str, options: &FileOptions) -> Result<Box<dyn BlockDevice>, c
     Ok(Box::new(FileDevice::open_with(spec, options)?))
 }
 
+/// The sector size for a device whose I/O unit is `unit` bytes (1 when any
+/// size works): `requested`, which must be a multiple of the unit, or else
+/// `default`; either way one the format supports.
+pub(crate) fn choose_sector_size(
+    requested: Option<usize>,
+    unit: usize,
+    default: usize,
+) -> Result<usize, crate::Error> {
+    let sector_size = match requested {
+        None => default,
+        Some(s) if unit > 1 && s % unit != 0 => {
+            return Err(crate::Error::SectorSizeMismatch {
+                requested: s,
+                device: unit,
+            })
+        }
+        Some(s) => s,
+    };
+    if !sector_size.is_power_of_two()
+        || !(crate::layout::MIN_SECTOR_SIZE..=crate::layout::MAX_SECTOR_SIZE).contains(&sector_size)
+    {
+        return Err(crate::Error::BadSectorSize { sector_size });
+    }
+    Ok(sector_size)
+}
+
 /// Checks that `len` bytes at `sector` are whole sectors within a device.
 pub(crate) fn check_range(
     sector_size: usize,

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{check_range, BlockDevice, FileOptions};
+use super::{check_range, choose_sector_size, BlockDevice, FileOptions};
 use crate::error::Error;
 use crate::layout;
 
@@ -629,23 +629,11 @@ impl NbdDevice {
         options: &FileOptions,
     ) -> Result<NbdDevice, Error> {
         let minimum = export.block_sizes.minimum as usize;
-        let sector_size = match options.sector_size {
-            None => minimum.max(layout::MIN_SECTOR_SIZE),
-            Some(s) => {
-                if s < minimum || s % minimum != 0 {
-                    return Err(Error::SectorSizeMismatch {
-                        requested: s,
-                        device: minimum,
-                    });
-                }
-                s
-            }
-        };
-        if !sector_size.is_power_of_two()
-            || !(layout::MIN_SECTOR_SIZE..=layout::MAX_SECTOR_SIZE).contains(&sector_size)
-        {
-            return Err(Error::BadSectorSize { sector_size });
-        }
+        let sector_size = choose_sector_size(
+            options.sector_size,
+            minimum,
+            minimum.max(layout::MIN_SECTOR_SIZE),
+        )?;
         let max_payload = export.block_sizes.maximum.min(DEFAULT_MAX_PAYLOAD) as usize;
         let max_request = max_payload / sector_size * sector_size;
         if max_request == 0 {
