@@ -8,7 +8,7 @@ use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Error, Result, RetryReason, Side};
 use crate::format::{self, Geometry, State};
 use crate::layout;
-use crate::position::Position;
+use crate::position::{check_alignment, Position};
 use crate::ring::{Durability, Link, Options, RingState};
 
 /// The reading side of a ring.
@@ -292,12 +292,7 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// the producer position; a device error (nothing is released then).
     pub fn advance(&mut self, position: Position) -> Result<()> {
         let p = position.offset();
-        if p % layout::ITEM_ALIGN != 0 {
-            return Err(Error::InvalidPosition {
-                position: p,
-                reason: "not on an item boundary (positions are multiples of 4)",
-            });
-        }
+        check_alignment(p)?;
         if p > self.producer {
             self.look_at_producer()?;
         }
@@ -355,12 +350,7 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// if needed. Returns its payload's range in `buf` and the next
     /// position.
     fn item_at(&mut self, at: u64) -> Result<(Range<usize>, u64)> {
-        if at % layout::ITEM_ALIGN != 0 {
-            return Err(Error::InvalidPosition {
-                position: at,
-                reason: "not on an item boundary (positions are multiples of 4)",
-            });
-        }
+        check_alignment(at)?;
         if at >= self.producer {
             self.look_at_producer()?;
         }

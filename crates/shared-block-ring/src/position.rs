@@ -29,6 +29,19 @@ impl Position {
     }
 }
 
+/// Refuses a position that cannot be an item boundary: items start at
+/// multiples of [`ITEM_ALIGN`](crate::layout::ITEM_ALIGN).
+pub(crate) fn check_alignment(position: u64) -> Result<(), crate::Error> {
+    if position % crate::layout::ITEM_ALIGN == 0 {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidPosition {
+            position,
+            reason: "not on an item boundary (positions are multiples of 4)",
+        })
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)

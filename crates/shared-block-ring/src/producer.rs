@@ -8,7 +8,7 @@ use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Corruption, Error, Result, RetryReason, Side};
 use crate::format::{self, Geometry, State};
 use crate::layout;
-use crate::position::Position;
+use crate::position::{check_alignment, Position};
 use crate::ring::{self, Created, Durability, Link, Options, RingState};
 
 /// The writing side of a ring.
@@ -41,10 +41,10 @@ pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     /// Data written since the last flush (power-loss mode only matters).
     unflushed: bool,
     /// Power-loss mode: a consumer position that is on stable storage (we
-    /// read it, then flushed). Space the consumer released beyond it is not
+    /// read it, then flushed; 0 until then). Space the consumer released beyond it is not
     /// overwritten before another flush: otherwise a power cut could bring
     /// back the old consumer position over data that is already gone.
-    consumer_durable: Option<u64>,
+    consumer_durable: u64,
     /// Power-loss mode, streaming publication: a position whose items are
     /// flushed but whose pointer is not written yet (it rides on the next
     /// flush); see [`advance_pipelined`](Self::advance_pipelined).
@@ -104,7 +104,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             ack: p.flag,
             looked_at: Instant::now(),
             unflushed: false,
-            consumer_durable: None,
+            consumer_durable: 0,
             deferred: None,
             staging,
             scratch: Vec::new(),
@@ -185,19 +185,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// [`Error::Suspended`]; [`Error::TooLarge`] when it can never fit;
     /// [`Error::Codec`]; a device error. After any error nothing was pushed.
     pub fn push(&mut self, item: &C::Item) -> Result<Position> {
-        self.check_running()?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = self
-            .codec
-            .encode(item, &mut scratch)
-            .map_err(Error::from)
-            .and_then(|bytes| {
-                let head = self.head();
-                let end = self.stage(head, head, bytes)?;
-                self.commit(end)
-            });
-        self.scratch = scratch;
-        result
+        self.push_many(std::iter::once(item))
     }
 
     /// Pushes several items in one device write (two at the wrap). All or
@@ -215,30 +203,28 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     {
         self.check_running()?;
         let head = self.head();
-        let mut end = head;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let mut staged = Ok(());
-        for item in items {
-            match self.codec.encode(item, &mut scratch) {
-                Ok(bytes) => match self.stage(head, end, bytes) {
-                    Ok(e) => end = e,
-                    Err(e) => {
-                        staged = Err(e);
-                        break;
-                    }
-                },
-                Err(e) => {
-                    staged = Err(e.into());
-                    break;
-                }
-            }
-        }
+        let staged = self.stage_all(head, items, &mut scratch);
         self.scratch = scratch;
-        staged?;
+        let end = staged?;
         if end == head {
             return Ok(Position::new(self.tail));
         }
         self.commit(end)
+    }
+
+    /// Encodes and stages `items` after `head`; returns the end.
+    fn stage_all<'i, I>(&mut self, head: usize, items: I, scratch: &mut Vec<u8>) -> Result<usize>
+    where
+        I: IntoIterator<Item = &'i C::Item>,
+        C::Item: 'i,
+    {
+        let mut end = head;
+        for item in items {
+            let bytes = self.codec.encode(item, scratch)?;
+            end = self.stage(head, end, bytes)?;
+        }
+        Ok(end)
     }
 
     /// Like [`push`](Self::push), but when the ring is full, polls (with
@@ -368,12 +354,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
 
     fn check_advance(&self, position: Position) -> Result<u64> {
         let p = position.offset();
-        if p % layout::ITEM_ALIGN != 0 {
-            return Err(Error::InvalidPosition {
-                position: p,
-                reason: "not on an item boundary (positions are multiples of 4)",
-            });
-        }
+        check_alignment(p)?;
         if p > self.tail {
             return Err(Error::InvalidPosition {
                 position: p,
@@ -389,7 +370,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         let seen = self.consumer;
         self.link.flush()?;
         self.unflushed = false;
-        self.consumer_durable = Some(seen);
+        self.consumer_durable = seen;
         Ok(())
     }
 
@@ -481,7 +462,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         let geometry = self.link.geometry;
         let ss = geometry.sector_size();
         let capacity = geometry.capacity();
-        let total = (end - self.head()) as u64;
+        let head = self.head();
+        let total = (end - head) as u64;
         if self.tail + total - self.consumer > capacity {
             self.look_at_consumer()?;
             if self.ack {
@@ -494,8 +476,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         let new_tail = self.tail + total;
         let sectors = end.div_ceil(ss);
         // The write covers whole sectors: its last one runs past new_tail.
-        let write_end = self.tail - self.head() as u64 + (sectors * ss) as u64;
-        let durable = self.consumer_durable.unwrap_or(0);
+        let write_end = self.tail - head as u64 + (sectors * ss) as u64;
+        let durable = self.consumer_durable;
         if self.power_loss() && durable < self.consumer && write_end > durable + capacity {
             // This write reuses space released since our last flush (or
             // since attaching). Make the release durable first, or a power
@@ -504,39 +486,40 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             self.flush()?;
         }
         let data_sectors = geometry.data_sectors() as usize;
-        if sectors > data_sectors {
+        let write_sectors = if sectors > data_sectors {
             // The write wraps all the way round into the sector it started
             // in (possible when it starts mid-sector and fills the ring):
             // its last stream sector is its first device sector. Fold the
             // last sector's bytes into the first, whose other bytes (our
             // earlier items, and this write's start) are already right, and
-            // write every data sector once.
+            // write every data sector once. The folded first sector is then
+            // also the new tail's sector. (If the write fails, the bytes
+            // overwritten in memory belong to released items, so a retry is
+            // still right.)
             debug_assert_eq!(sectors, data_sectors + 1);
-            // (If the write then fails, the bytes overwritten in memory
-            // belong to items already released, so a retry is still right.)
             self.staging.copy_within(data_sectors * ss..end, 0);
-            self.link
-                .write_stream(self.tail / ss as u64, &self.staging[..data_sectors * ss])?;
-            self.unflushed = true;
-            self.tail = new_tail;
-            return Ok(Position::new(new_tail));
-        }
-        if end % ss != 0 {
-            // The bytes after the item in its last sector are free space,
-            // unless they wrap around onto data the consumer has not read.
-            let last = new_tail / ss as u64;
-            if (last + 1) * ss as u64 > self.consumer + capacity {
-                let from = end % ss;
-                let on_disk = self.link.read_stream_sector(last)?;
-                let keep = &on_disk[from..];
-                let last_start = (sectors - 1) * ss;
-                self.staging[last_start + from..last_start + ss].copy_from_slice(keep);
+            data_sectors
+        } else {
+            if end % ss != 0 {
+                // The bytes after the item in its last sector are free
+                // space, unless they wrap around onto data the consumer has
+                // not read.
+                let last = new_tail / ss as u64;
+                if (last + 1) * ss as u64 > self.consumer + capacity {
+                    let from = end % ss;
+                    let on_disk = self.link.read_stream_sector(last)?;
+                    let keep = &on_disk[from..];
+                    let last_start = (sectors - 1) * ss;
+                    self.staging[last_start + from..last_start + ss].copy_from_slice(keep);
+                }
             }
-        }
+            sectors
+        };
         self.link
-            .write_stream(self.tail / ss as u64, &self.staging[..sectors * ss])?;
+            .write_stream(self.tail / ss as u64, &self.staging[..write_sectors * ss])?;
         self.unflushed = true;
-        if new_tail % ss as u64 != 0 && sectors > 1 {
+        if new_tail % ss as u64 != 0 && write_sectors == sectors && sectors > 1 {
+            // Keep the new tail's partial sector at the front.
             self.staging
                 .copy_within((sectors - 1) * ss..sectors * ss, 0);
         }

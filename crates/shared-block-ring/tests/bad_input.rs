@@ -4,23 +4,14 @@
 
 mod common;
 
+use common::two_items;
+
 use shared_block_ring::device::{FaultDevice, FaultOp};
 use shared_block_ring::{
     create, Consumer, Error, FileDevice, FileOptions, MemDevice, Options, Position, Producer,
 };
 
 const DOC: &str = include_str!("../RELIABILITY.md");
-
-/// A 16 KiB ring holding "hello" and "world", published.
-fn two_items() -> MemDevice {
-    let disk = MemDevice::new(512, 32);
-    create(&disk).unwrap();
-    let mut p = Producer::attach(disk.clone(), Options::new()).unwrap();
-    p.push(b"hello").unwrap();
-    let end = p.push(b"world").unwrap();
-    p.advance(end).unwrap();
-    disk
-}
 
 fn set(disk: &MemDevice, at: usize, bytes: &[u8]) {
     disk.with_bytes_mut(|b| b[at..at + bytes.len()].copy_from_slice(bytes));

@@ -3,21 +3,12 @@
 
 mod common;
 
+use common::two_items;
+
 use shared_block_ring::{
     create, Consumer, Corruption, Error, FileDevice, FileOptions, MemDevice, Options, Position,
     Producer, Side, SignatureProblem,
 };
-
-/// A 16 KiB ring holding "hello" and "world", published.
-fn two_items() -> MemDevice {
-    let disk = MemDevice::new(512, 32);
-    create(&disk).unwrap();
-    let mut p = Producer::attach(disk.clone(), Options::new()).unwrap();
-    p.push(b"hello").unwrap();
-    let end = p.push(b"world").unwrap();
-    p.advance(end).unwrap();
-    disk
-}
 
 fn attach_both(disk: &MemDevice) -> (Result<(), Error>, Result<(), Error>) {
     let c = Consumer::attach(disk.clone(), Options::new()).map(|_| ());

@@ -31,3 +31,15 @@ pub fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
     f.as_file().sync_all().unwrap();
     f
 }
+
+/// A 16 KiB ring in memory holding "hello" and "world", published.
+pub fn two_items() -> shared_block_ring::MemDevice {
+    use shared_block_ring::{create, MemDevice, Options, Producer};
+    let disk = MemDevice::new(512, 32);
+    create(&disk).unwrap();
+    let mut p = Producer::attach(disk.clone(), Options::new()).unwrap();
+    p.push(b"hello").unwrap();
+    let end = p.push(b"world").unwrap();
+    p.advance(end).unwrap();
+    disk
+}
