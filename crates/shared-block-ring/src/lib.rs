@@ -112,6 +112,10 @@ pub mod layout;
 mod position;
 mod producer;
 mod ring;
+mod sync;
+#[cfg(feature = "shuttle")]
+#[doc(hidden)]
+pub use sync::model_clock;
 
 pub use backoff::Backoff;
 #[cfg(feature = "json")]
