@@ -136,6 +136,10 @@ mod imp {
             if now() >= deadline {
                 return guard;
             }
+            if beyond_horizon(deadline) {
+                // A model that must make progress by notifications alone.
+                return self.wait(guard);
+            }
             let (lock, cv) = (Arc::clone(&mutex.0), Arc::clone(&self.0));
             shuttle::thread::spawn(move || {
                 let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -164,6 +168,26 @@ mod imp {
             const { std::cell::Cell::new(None) };
     }
 
+    std::thread_local! {
+        /// Timers further ahead than this never fire (see `set_horizon`).
+        static HORIZON: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+    }
+
+    fn beyond_horizon(deadline: Instant) -> bool {
+        HORIZON
+            .with(|h| h.get())
+            .is_some_and(|h| deadline > now() + h)
+    }
+
+    /// From now on in this execution, a timed wait whose deadline is more
+    /// than `horizon` ahead waits for a notification only: a model of a
+    /// journal whose long timers (a minute's flush interval) must never be
+    /// what makes it progress. A wake-up lost behind such a timer is then
+    /// a deadlock.
+    pub fn set_horizon(horizon: Duration) {
+        HORIZON.with(|h| h.set(Some(horizon)));
+    }
+
     fn clock() -> (Instant, Duration) {
         CLOCK.with(|c| {
             let v = c.get().unwrap_or((Instant::now(), Duration::ZERO));
@@ -188,6 +212,7 @@ mod imp {
     /// execution of a model.
     pub fn reset_clock() {
         CLOCK.with(|c| c.set(None));
+        HORIZON.with(|h| h.set(None));
     }
 
     /// How far the virtual clock has moved in this execution.
@@ -202,5 +227,5 @@ pub(crate) use imp::{now, thread, Condvar, Mutex, MutexGuard};
 #[cfg(feature = "shuttle")]
 #[doc(hidden)]
 pub mod model_clock {
-    pub use super::imp::{elapsed, reset_clock};
+    pub use super::imp::{elapsed, reset_clock, set_horizon};
 }
