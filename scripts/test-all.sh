@@ -1,14 +1,57 @@
 #!/usr/bin/env bash
-# Every test of the project: what the README's test command runs and what
-# .ci/run calls after installing the tools.
-#   1. cargo test --workspace: the library and sbr tests, and the system tests
-#      (root for loop devices; qemu-nbd and nbdkit, which the tests start).
-#   2. Each fuzz target for FUZZ_SECONDS (default 60), failing on any crash,
+# Every test of the project: the README's test command, and what .ci/run
+# calls on a fresh machine. Run it as root; it installs what it needs.
+#   1. scripts/setup-tests.sh: installs the tools the tests use (or, as
+#      another user, says exactly what is missing and fails).
+#   2. Every unit, integration and system test through cargo-nextest, each
+#      with a deadline (.config/nextest.toml): a hang is a failure naming
+#      the test, never a stuck run. Then the documentation examples.
+#   3. The concurrency model checker (tests/concurrency_model.rs, shuttle):
+#      prints the number of schedules it explored.
+#   4. A short stress run: the tests that involve threads, processes,
+#      sockets or timing, several times, with both cores kept busy
+#      (scripts/stress.sh; STRESS_COUNT, default 2).
+#   5. Each fuzz target for FUZZ_SECONDS (default 60), failing on any crash,
 #      panic, hang or memory-bound breach (crates/shared-block-ring/RELIABILITY.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace
+scripts/setup-tests.sh
+
+cargo nextest run --workspace --profile ci
+cargo test --workspace --doc
+
+mkdir -p target
+log=target/concurrency-model.log
+if ! cargo nextest run -p shared-block-ring --features shuttle --profile ci \
+  --test concurrency_model --no-capture >"$log" 2>&1; then
+  tail -n 60 "$log"
+  echo "the concurrency model checker failed (log: $log)" >&2
+  exit 1
+fi
+grep "concurrency model" "$log"
+
+scripts/stress.sh; STRESS_COUNT, default 2).
+#   5. Each fuzz target for FUZZ_SECONDS (default 60), failing on any crash,
+#      panic, hang or memory-bound breach (crates/shared-block-ring/RELIABILITY.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-tests.sh
+
+cargo nextest run --workspace --profile ci
+cargo test --workspace --doc
+
+cargo nextest run -p shared-block-ring --features shuttle --profile ci \
+  --test concurrency_model --no-capture 2>&1 | grep -E "concurrency model|PASS|FAIL|error" || true
+# (grep only trims the output; the run's status is checked here:)
+cargo nextest run -p shared-block-ring --features shuttle --profile ci \
+  --test concurrency_model >/dev/null 2>&1 || {
+  echo "the concurrency model checker failed: run cargo nextest run -p shared-block-ring --features shuttle --test concurrency_model --no-capture" >&2
+  exit 1
+}
+
+scripts/stress.sh --count "${STRESS_COUNT:-2}" --busy --quick
 
 seconds="${FUZZ_SECONDS:-60}"
 mkdir -p target/fuzz-logs
@@ -21,3 +64,4 @@ for target in format attach model; do
   fi
   echo "fuzz $target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
 done
+echo "all tests passed"
