@@ -25,6 +25,30 @@ fn num(v: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
 
+/// Runs `sbr bench --smoke` with `args` in `d`, with `--json`; returns the
+/// report and the standard output, after checking that it succeeded.
+fn smoke(d: &tempfile::TempDir, args: &[&str]) -> (Value, String) {
+    let json = d.path().join("bench.json");
+    let out = Command::new(SBR)
+        .args(["bench", "--smoke"])
+        .args(args)
+        .arg("--dir")
+        .arg(d.path())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sbr bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (report, stdout)
+}
+
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
@@ -34,28 +58,10 @@ fn on_path(tool: &str) -> bool {
 #[test]
 fn smoke_run_reports_rows_targets_and_a_plot() {
     let d = dir();
-    let json = d.path().join("bench.json");
     let svg = d.path().join("bench.svg");
-    let out = Command::new(SBR)
-        .args(["bench", "--smoke", "--dir"])
-        .arg(d.path())
-        .arg("--json")
-        .arg(&json)
-        .arg("--plot")
-        .arg(&svg)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "sbr bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (report, stdout) = smoke(&d, &["--plot", svg.to_str().unwrap()]);
     assert!(stdout.contains("Step 1"), "{stdout}");
     assert!(stdout.contains("Targets"), "{stdout}");
-
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["mode"], "smoke");
     for key in [
         "dsync_small_writes_per_s",
@@ -214,30 +220,8 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
 #[test]
 fn device_options_reach_every_device() {
     let d = dir();
-    let json = d.path().join("bench.json");
-    let out = Command::new(SBR)
-        .args(["bench", "--smoke"])
-        .args([
-            "--durability",
-            "process-crash",
-            "--sector-size",
-            "4096",
-            "--buffered",
-        ])
-        .arg("--dir")
-        .arg(d.path())
-        .arg("--json")
-        .arg(&json)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "sbr bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let options = ["--durability", "process-crash", "--sector-size", "4096"];
+    let (report, _) = smoke(&d, &[&options[..], &["--buffered"]].concat());
     let description = report["device_description"].as_str().unwrap();
     assert!(
         description.contains("of 4096 bytes") && description.contains("buffered"),
@@ -299,23 +283,7 @@ fn help_says_what_the_device_options_mean_for_the_bench() {
 /// chunk when it started after the budget had run out.
 #[test]
 fn every_row_measures_something_however_short_the_budget() {
-    let d = dir();
-    let json = d.path().join("bench.json");
-    let out = Command::new(SBR)
-        .args(["bench", "--smoke", "--budget", "1ns"])
-        .arg("--dir")
-        .arg(d.path())
-        .arg("--json")
-        .arg(&json)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sbr bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (report, _) = smoke(&dir(), &["--budget", "1ns"]);
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
     for r in rows {

@@ -52,7 +52,7 @@ use measure::limits::Meter;
 use measure::{BenchError, Config};
 use report::row::Row;
 use report::{say, Findings, Report};
-use scenarios::{Ctx, FAMILIES};
+use scenarios::{Case, Ctx, FAMILIES};
 
 /// Arguments of `sbr bench`.
 #[derive(clap::Args, Debug)]
@@ -240,7 +240,11 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
     for &durability in &modes {
         for &payload in &cfg.payloads {
             for family in FAMILIES {
-                family.ring_rows(&ctx, durability, payload, &mut found)?;
+                let case = Case {
+                    durability,
+                    payload,
+                };
+                family.ring_rows(&ctx, case, &mut found)?;
             }
         }
     }

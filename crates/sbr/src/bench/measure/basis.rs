@@ -66,6 +66,15 @@ pub fn limit(kind: Kind, durability: Durability, payload: usize, l: &Limits) -> 
         };
         info(write_bw, basis, &[DsyncBw])
     };
+    // The small write a publication or release is made of, and how the
+    // limit follows from it, in this mode: durable or plain.
+    let small_write = |durable: &'static str, plain: &'static str| {
+        if pl {
+            (l.dsync_small_writes_per_s, DsyncSmall, durable)
+        } else {
+            (l.small_writes_per_s, SmallWrite, plain)
+        }
+    };
     match kind {
         Kind::Publish { batch: n } | Kind::Journal { threads: n } => {
             let what = if matches!(kind, Kind::Journal { .. }) {
@@ -73,19 +82,10 @@ pub fn limit(kind: Kind, durability: Durability, payload: usize, l: &Limits) -> 
             } else {
                 format!("{n} items per publish")
             };
-            let (rate, metric, how) = if pl {
-                (
-                    l.dsync_small_writes_per_s,
-                    DsyncSmall,
-                    "O_DSYNC writes/s / 2 (two flushes per publish)",
-                )
-            } else {
-                (
-                    l.small_writes_per_s,
-                    SmallWrite,
-                    "O_DIRECT writes/s / 2 (data and pointer, no flush)",
-                )
-            };
+            let (rate, metric, how) = small_write(
+                "O_DSYNC writes/s / 2 (two flushes per publish)",
+                "O_DIRECT writes/s / 2 (data and pointer, no flush)",
+            );
             let io_bound = n as f64 * rate / 2.0;
             if io_bound <= write_bw {
                 info(io_bound, format!("{what} x {small} B {how}"), &[metric])
@@ -95,19 +95,10 @@ pub fn limit(kind: Kind, durability: Durability, payload: usize, l: &Limits) -> 
         }
         Kind::Stream => bw(),
         Kind::Pop => {
-            let (rate, metric, how) = if pl {
-                (
-                    l.dsync_small_writes_per_s,
-                    DsyncSmall,
-                    "O_DSYNC writes/s (one flush per release)",
-                )
-            } else {
-                (
-                    l.small_writes_per_s,
-                    SmallWrite,
-                    "O_DIRECT writes/s (one pointer write per release, no flush)",
-                )
-            };
+            let (rate, metric, how) = small_write(
+                "O_DSYNC writes/s (one flush per release)",
+                "O_DIRECT writes/s (one pointer write per release, no flush)",
+            );
             if rate <= read_bw {
                 info(rate, format!("{small} B {how}"), &[metric])
             } else {

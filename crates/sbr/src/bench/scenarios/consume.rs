@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use shared_block_ring::{Durability, Error, RetryReason, Side};
 
-use super::{bench_row, Ctx, Family};
+use super::{bench_row, Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
 use crate::bench::measure::clock::Stopwatch;
 use crate::bench::measure::device::IoCounts;
@@ -21,18 +21,12 @@ use crate::bench::report::Findings;
 pub struct Consume;
 
 impl Family for Consume {
-    fn ring_rows(
-        &self,
-        ctx: &Ctx,
-        durability: Durability,
-        payload: usize,
-        out: &mut Findings,
-    ) -> Result<(), BenchError> {
-        ctx.row(out, "pop", durability, payload, || {
-            pop(ctx, durability, payload)
+    fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
+        ctx.row(out, "pop", case, || {
+            pop(ctx, case.durability, case.payload)
         })?;
-        ctx.row(out, "drain", durability, payload, || {
-            drain(ctx, durability, payload)
+        ctx.row(out, "drain", case, || {
+            drain(ctx, case.durability, case.payload)
         })
     }
 }

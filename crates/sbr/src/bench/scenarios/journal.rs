@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use shared_block_ring::{Durability, Error, Journal as RingJournal, JournalOptions, Side};
 
-use super::{bench_row, Ctx, Family};
+use super::{bench_row, Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
 use crate::bench::measure::device::IoCounts;
 use crate::bench::measure::fixture::item;
@@ -18,16 +18,10 @@ use crate::bench::report::Findings;
 pub struct Journal;
 
 impl Family for Journal {
-    fn ring_rows(
-        &self,
-        ctx: &Ctx,
-        durability: Durability,
-        payload: usize,
-        out: &mut Findings,
-    ) -> Result<(), BenchError> {
+    fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
         for threads in [1, 4] {
-            ctx.row(out, "journal", durability, payload, || {
-                journal(ctx, durability, payload, threads)
+            ctx.row(out, "journal", case, || {
+                journal(ctx, case.durability, case.payload, threads)
             })?;
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use shared_block_ring::{Consumer, Durability, Producer};
 
-use super::{Ctx, Family};
+use super::{Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
 use crate::bench::measure::clock::{now_ns, percentile};
 use crate::bench::measure::device::{Counted, IoCounts};
@@ -26,19 +26,13 @@ use crate::common::{CmdResult, Failure, OnDevice, OpenArgs, EXIT_FATAL};
 pub struct Latency;
 
 impl Family for Latency {
-    fn ring_rows(
-        &self,
-        ctx: &Ctx,
-        durability: Durability,
-        payload: usize,
-        out: &mut Findings,
-    ) -> Result<(), BenchError> {
-        ctx.row(out, "latency", durability, payload, || {
-            latency(ctx, durability, payload, Pause::Short)
+    fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
+        ctx.row(out, "latency", case, || {
+            latency(ctx, case.durability, case.payload, Pause::Short)
         })?;
-        if payload == 100 {
-            ctx.row(out, "latency", durability, payload, || {
-                latency(ctx, durability, payload, Pause::Idle)
+        if case.payload == 100 {
+            ctx.row(out, "latency", case, || {
+                latency(ctx, case.durability, case.payload, Pause::Idle)
             })?;
         }
         Ok(())

@@ -28,14 +28,8 @@ use super::report::Findings;
 pub trait Family: Sync {
     /// Runs the family's rows for one durability mode and payload size,
     /// on the bench device (step 2), adding them to `out` in table order.
-    fn ring_rows(
-        &self,
-        ctx: &Ctx,
-        durability: Durability,
-        payload: usize,
-        out: &mut Findings,
-    ) -> Result<(), BenchError> {
-        let _ = (ctx, durability, payload, out);
+    fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
+        let _ = (ctx, case, out);
         Ok(())
     }
 
@@ -69,6 +63,16 @@ families![
 ];
 
 pub use latency::{run_peer, PeerArgs, MIN_PAYLOAD};
+
+/// One durability mode and payload size: step 2 runs every family for
+/// each.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// The durability mode.
+    pub durability: Durability,
+    /// Bytes per item.
+    pub payload: usize,
+}
 
 /// What every scenario is handed.
 pub struct Ctx<'a> {
@@ -117,11 +121,14 @@ impl Ctx<'_> {
         &self,
         out: &mut Findings,
         name: &str,
-        durability: Durability,
-        payload: usize,
+        case: Case,
         measure: impl FnOnce() -> Result<Row, BenchError>,
     ) -> Result<(), BenchError> {
         if self.wanted(name) {
+            let Case {
+                durability,
+                payload,
+            } = case;
             let row = measure()
                 .map_err(|e| BenchError(format!("{name}, {durability}, {payload} B: {e}")))?;
             out.add(row);

@@ -4,7 +4,7 @@
 
 use shared_block_ring::{Durability, Side};
 
-use super::{bench_row, Ctx, Family};
+use super::{bench_row, Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
 use crate::bench::measure::clock::Stopwatch;
 use crate::bench::measure::fixture::{cap_batch, item, stream_len, Pair};
@@ -16,21 +16,15 @@ use crate::bench::report::Findings;
 pub struct Publish;
 
 impl Family for Publish {
-    fn ring_rows(
-        &self,
-        ctx: &Ctx,
-        durability: Durability,
-        payload: usize,
-        out: &mut Findings,
-    ) -> Result<(), BenchError> {
+    fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
         for batch in [1, 16, 256] {
             let name = if batch == 1 {
                 "push+advance"
             } else {
                 "push_many"
             };
-            ctx.row(out, name, durability, payload, || {
-                publish(ctx, durability, payload, batch)
+            ctx.row(out, name, case, || {
+                publish(ctx, case.durability, case.payload, batch)
             })?;
         }
         Ok(())

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use shared_block_ring::{Durability, Producer, Side};
 
-use super::{bench_row, Ctx, Family};
+use super::{bench_row, Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
 use crate::bench::measure::device::IoCounts;
 use crate::bench::measure::fixture::{item, options, stream_len};
@@ -21,15 +21,9 @@ use crate::produce::{Chunk, Feeder, Input, CHUNK_BYTES, CHUNK_ITEMS};
 pub struct Stream;
 
 impl Family for Stream {
-    fn ring_rows(
-        &self,
-        ctx: &Ctx,
-        durability: Durability,
-        payload: usize,
-        out: &mut Findings,
-    ) -> Result<(), BenchError> {
-        ctx.row(out, "stream", durability, payload, || {
-            stream(ctx, durability, payload)
+    fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
+        ctx.row(out, "stream", case, || {
+            stream(ctx, case.durability, case.payload)
         })
     }
 }
