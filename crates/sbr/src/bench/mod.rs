@@ -30,7 +30,8 @@
 //! - [`report`]: the rows and the table, the targets, the JSON and the plot.
 //! - This file: the command line and the order of the run.
 //!
-//! The arrows run one way: this file → scenarios → report → measure.
+//! The arrows run one way: this file uses the three; `scenarios` uses
+//! `report` and `measure`; `report` uses `measure`; `measure` uses none.
 
 use std::cell::RefCell;
 use std::path::PathBuf;

@@ -138,11 +138,14 @@ impl IoStats {
     }
 }
 
-/// A device that counts reads, writes, flushes and state-sector writes,
-/// so that each row can say how many flushes a publication cost, and that
-/// may show only the first sectors of the device (the rest is the bench's
-/// scratch area, where device limits are measured while a ring is in
-/// use). The counting is a few relaxed atomic increments per I/O.
+/// A device that counts its operations and state-sector writes, so that
+/// each row can say how many round trips and flushes a publication or a
+/// release cost, and that may show only the first sectors of the device
+/// (the rest is the bench's scratch area, where device limits are measured
+/// while a ring is in use). The counting is a few relaxed atomic
+/// increments per operation. Not the library's `FaultDevice`, whose
+/// `counts()` would serve but which keeps a copy of every unflushed write
+/// for its crash model under a lock: too slow to measure with.
 pub struct Counted {
     inner: Box<dyn BlockDevice>,
     stats: Arc<IoStats>,
