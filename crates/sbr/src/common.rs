@@ -91,6 +91,16 @@ pub struct DeviceArgs {
     )]
     pub device: String,
 
+    /// How to open it.
+    #[command(flatten)]
+    pub how: OpenArgs,
+}
+
+/// How to open a device and which durability mode to use: the options
+/// every device command takes (`sbr bench` too, which has no single
+/// DEVICE argument).
+#[derive(Args, Debug, Clone, Default)]
+pub struct OpenArgs {
     /// Sector size in bytes; default: the device's own (512 for files).
     /// Both sides of a ring must use the same.
     #[arg(long, value_name = "BYTES")]
@@ -98,8 +108,10 @@ pub struct DeviceArgs {
 
     /// What an advance survives: power-loss (flush before publishing; the
     /// default) or process-crash (no flushes, the original's behaviour).
-    #[arg(long, default_value = "power-loss", value_name = "MODE")]
-    pub durability: Durability,
+    // Optional, with the default applied by `durability()`, so that a
+    // command can tell "not given" apart (`sbr bench` then runs both).
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<Durability>,
 
     /// Use the page cache instead of O_DIRECT (for filesystems such as
     /// tmpfs that refuse O_DIRECT). Only coherent on a single host.
@@ -107,21 +119,32 @@ pub struct DeviceArgs {
     pub buffered: bool,
 }
 
+impl OpenArgs {
+    /// The options to open a device with (read-write).
+    pub fn file_options(&self) -> FileOptions {
+        let options = FileOptions::new().direct(!self.buffered);
+        match self.sector_size {
+            Some(ss) => options.sector_size(ss),
+            None => options,
+        }
+    }
+
+    /// The durability mode: power-loss unless given.
+    pub fn durability(&self) -> Durability {
+        self.durability.unwrap_or_default()
+    }
+}
+
 impl DeviceArgs {
     /// Opens the device read-write (or read-only).
     pub fn open(&self, read_only: bool) -> Result<Box<dyn BlockDevice>, Failure> {
-        let mut options = FileOptions::new()
-            .direct(!self.buffered)
-            .read_only(read_only);
-        if let Some(ss) = self.sector_size {
-            options = options.sector_size(ss);
-        }
+        let options = self.how.file_options().read_only(read_only);
         device::open(&self.device, &options).map_err(|e| Failure::ring(&self.device, &e))
     }
 
     /// Ring options with this durability mode.
     pub fn options(&self) -> Options {
-        Options::new().durability(self.durability)
+        Options::new().durability(self.how.durability())
     }
 }
 

@@ -1,6 +1,7 @@
 //! `sbr bench` end to end, shrunk by the hidden `--smoke` flag to about a
-//! second: the report's shape, the targets, the plot, and the flush counts
-//! the durability rules imply.
+//! second: the report's shape, the targets, the plot, the flush and round
+//! trip counts the durability rules imply, and the device options every
+//! device command takes.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,6 +25,30 @@ fn num(v: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
 }
 
+/// Runs `sbr bench --smoke` with `args` in `d`, with `--json`; returns the
+/// report and the standard output, after checking that it succeeded.
+fn smoke(d: &tempfile::TempDir, args: &[&str]) -> (Value, String) {
+    let json = d.path().join("bench.json");
+    let out = Command::new(SBR)
+        .args(["bench", "--smoke"])
+        .args(args)
+        .arg("--dir")
+        .arg(d.path())
+        .arg("--json")
+        .arg(&json)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sbr bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (report, stdout)
+}
+
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
@@ -33,28 +58,10 @@ fn on_path(tool: &str) -> bool {
 #[test]
 fn smoke_run_reports_rows_targets_and_a_plot() {
     let d = dir();
-    let json = d.path().join("bench.json");
     let svg = d.path().join("bench.svg");
-    let out = Command::new(SBR)
-        .args(["bench", "--smoke", "--dir"])
-        .arg(d.path())
-        .arg("--json")
-        .arg(&json)
-        .arg("--plot")
-        .arg(&svg)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "sbr bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (report, stdout) = smoke(&d, &["--plot", svg.to_str().unwrap()]);
     assert!(stdout.contains("Step 1"), "{stdout}");
     assert!(stdout.contains("Targets"), "{stdout}");
-
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["mode"], "smoke");
     for key in [
         "dsync_small_writes_per_s",
@@ -121,6 +128,38 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
         row("push+advance", "process-crash", 100)["flushes_per_publish"],
         0.0
     );
+    // Round trips, counted per side: a durable publish is a data write, a
+    // flush and a durable pointer write; without flushes, two plain
+    // writes (and the producer reads the consumer's sector now and then).
+    // A release is at least the pointer write.
+    for durability in ["power-loss", "process-crash"] {
+        let r = row("push+advance", durability, 100);
+        assert!(r.get("round_trips_per_release").is_none(), "{r}");
+        let p = &r["round_trips"]["producer"];
+        let n = |k: &str| num(p, k);
+        let publications = n("producer_sector_writes");
+        let ops = n("reads") + n("writes") + n("durable_writes") + n("flushes");
+        let rt = num(r, "round_trips_per_publish");
+        assert!((rt - ops / publications).abs() < 1e-9, "{r}");
+        if durability == "power-loss" {
+            assert_eq!(n("durable_writes"), publications, "{r}");
+            assert_eq!(n("flushes"), publications, "{r}");
+            assert!(n("writes") >= publications && rt >= 3.0, "{r}");
+        } else {
+            assert_eq!(n("durable_writes") + n("flushes"), 0.0, "{r}");
+            assert!(n("writes") >= 2.0 * publications && rt >= 2.0, "{r}");
+        }
+        let pop = row("pop+advance", durability, 100);
+        assert!(num(pop, "round_trips_per_release") >= 1.0, "{pop}");
+    }
+    // Rows with both sides count both, the latency peer's in its process.
+    for scenario in ["latency (2 processes)", "producer+consumer"] {
+        let r = row(scenario, "power-loss", 100);
+        assert!(num(r, "round_trips_per_publish") >= 3.0, "{r}");
+        assert!(num(r, "round_trips_per_release") >= 1.0, "{r}");
+    }
+    let stdout_header = stdout.lines().find(|l| l.starts_with("scenario")).unwrap();
+    assert!(stdout_header.contains("rt/pub") && stdout_header.contains("rt/rel"));
     // A batch of 256 items of 1 MiB cannot fit the 16 MiB smoke ring: it is
     // capped, and the row says so.
     let capped = row("push_many(256)+advance", "power-loss", 1_048_576);
@@ -173,4 +212,84 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg"), "not an SVG");
     assert!(plot.contains("against batch size") && plot.contains("against payload size"));
+}
+
+/// `--durability`, `--sector-size` and `--buffered` reach every device the
+/// bench opens, the latency peer's included (a peer opening the ring with
+/// another sector size would find it corrupt).
+#[test]
+fn device_options_reach_every_device() {
+    let d = dir();
+    let options = ["--durability", "process-crash", "--sector-size", "4096"];
+    let (report, _) = smoke(&d, &[&options[..], &["--buffered"]].concat());
+    let description = report["device_description"].as_str().unwrap();
+    assert!(
+        description.contains("of 4096 bytes") && description.contains("buffered"),
+        "{description}"
+    );
+    assert_eq!(report["limits"]["small_bytes"], 4096);
+    let rows = report["rows"].as_array().unwrap();
+    let scenarios: Vec<&str> = rows
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    // The rows of one mode, the latency peer's (sbr bench-peer) and the
+    // CLI's (sbr produce and sbr consume) included.
+    for s in [
+        "push+advance",
+        "pop+advance",
+        "latency (2 processes)",
+        "producer+consumer",
+    ] {
+        assert!(scenarios.contains(&s), "{s} missing: {scenarios:?}");
+    }
+    for r in rows {
+        if r["scenario"] == "sbr produce | sbr consume" {
+            continue; // the mode of its target, T7
+        }
+        assert_eq!(r["durability"], "process-crash", "{r}");
+        if r["device"] == "qemu-nbd" && !on_path("qemu-nbd") {
+            continue;
+        }
+        assert!(num(r, "items_per_s") > 0.0, "{r}");
+    }
+}
+
+#[test]
+fn help_says_what_the_device_options_mean_for_the_bench() {
+    let out = Command::new(SBR)
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.contains("--durability") && help.contains("Default: both"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--sector-size") && help.contains("every device the bench opens"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--buffered") && help.contains("page cache"),
+        "{help}"
+    );
+}
+
+/// Every scenario measures at least one item however short its time (a
+/// thread that starts late must not make a row of 0 items/s): the
+/// streaming producer's item generator once stopped before its first
+/// chunk when it started after the budget had run out.
+#[test]
+fn every_row_measures_something_however_short_the_budget() {
+    let (report, _) = smoke(&dir(), &["--budget", "1ns"]);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
+    for r in rows {
+        if r["device"] == "qemu-nbd" && !on_path("qemu-nbd") {
+            continue;
+        }
+        assert!(num(r, "items_per_s") > 0.0, "{r}");
+    }
 }

@@ -4,17 +4,40 @@
 //! its standard output, how long before its pop that was.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use shared_block_ring::{Consumer, Durability, Producer};
 
-use super::io::{die_with_parent, item, now_ns, open, ChildGuard, Counted};
-use super::report::{Kind, Row};
-use super::ring::options;
-use super::{percentile, BenchError, Ctx};
-use crate::common::{CmdResult, Failure, OnDevice, EXIT_FATAL};
+use super::{Case, Ctx, Family};
+use crate::bench::measure::basis::Kind;
+use crate::bench::measure::clock::{now_ns, percentile};
+use crate::bench::measure::device::{Counted, IoCounts};
+use crate::bench::measure::fixture::{item, options};
+use crate::bench::measure::process::{sbr_itself, spawn};
+use crate::bench::measure::BenchError;
+use crate::bench::report::row::Row;
+use crate::bench::report::Findings;
+use crate::common::{CmdResult, Failure, OnDevice, OpenArgs, EXIT_FATAL};
+
+/// Push-to-pop latency with short pauses, and (for 100-byte items) on an
+/// idle ring.
+pub struct Latency;
+
+impl Family for Latency {
+    fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
+        ctx.row(out, "latency", case, || {
+            latency(ctx, case.durability, case.payload, Pause::Short)
+        })?;
+        if case.payload == 100 {
+            ctx.row(out, "latency", case, || {
+                latency(ctx, case.durability, case.payload, Pause::Idle)
+            })?;
+        }
+        Ok(())
+    }
+}
 
 /// Arguments of the hidden `sbr bench-peer`.
 #[derive(clap::Args, Debug)]
@@ -22,9 +45,9 @@ pub struct PeerArgs {
     /// The ring's device.
     #[arg(long)]
     device: String,
-    /// Durability mode.
-    #[arg(long)]
-    durability: Durability,
+    /// How to open it, and the durability mode.
+    #[command(flatten)]
+    how: OpenArgs,
     /// The ring spans only the first N sectors of the device.
     #[arg(long)]
     sectors: Option<u64>,
@@ -39,15 +62,15 @@ const STOP: u64 = u64::MAX;
 pub const MIN_PAYLOAD: usize = 16;
 
 /// Runs `sbr bench-peer`: pops until the stop item, printing each item's
-/// latency in nanoseconds on its own line once the item is released.
+/// latency in nanoseconds on its own line once the item is released, and
+/// at the end its device operations as one line of JSON.
 pub fn run_peer(a: PeerArgs) -> CmdResult {
     let fatal = |m: String| Failure::new(EXIT_FATAL, m);
-    let device = Counted::new(
-        open(&a.device).map_err(|e| Failure::new(EXIT_FATAL, e.to_string()))?,
-        a.sectors,
-    );
-    let mut consumer =
-        Consumer::attach(device, options(a.durability, "bench peer")).on(&a.device)?;
+    let opened = shared_block_ring::device::open(&a.device, &a.how.file_options()).on(&a.device)?;
+    let device = Counted::new(opened, a.sectors);
+    let stats = device.stats();
+    let options = options(a.how.durability(), "bench peer");
+    let mut consumer = Consumer::attach(device, options).on(&a.device)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let say = |out: &mut std::io::StdoutLock, line: String| {
@@ -56,6 +79,7 @@ pub fn run_peer(a: PeerArgs) -> CmdResult {
             .map_err(|e| fatal(format!("writing to the bench: {e}")))
     };
     say(&mut out, "ready".into())?;
+    let before = stats.snapshot();
     loop {
         let (next, bytes) = consumer.pop_wait(Some(a.timeout)).on(&a.device)?;
         let popped = now_ns();
@@ -77,7 +101,9 @@ pub fn run_peer(a: PeerArgs) -> CmdResult {
         };
         consumer.advance(next).on(&a.device)?;
         if seq == STOP {
-            return Ok(());
+            let io = stats.snapshot().since(before);
+            let line = serde_json::to_string(&io).map_err(|e| fatal(e.to_string()))?;
+            return say(&mut out, line);
         }
         say(&mut out, popped.saturating_sub(sent).to_string())?;
     }
@@ -95,7 +121,7 @@ pub enum Pause {
 }
 
 /// One latency row: push to pop between this process and a peer.
-pub fn latency(
+fn latency(
     ctx: &Ctx,
     durability: Durability,
     payload: usize,
@@ -103,27 +129,20 @@ pub fn latency(
 ) -> Result<Row, BenchError> {
     let payload = payload.max(MIN_PAYLOAD);
     ctx.ring.fresh()?;
-    let mut producer = Producer::attach(ctx.ring.open()?, options(durability, "bench producer"))?;
-    let exe =
-        std::env::current_exe().map_err(|e| BenchError::msg(format!("finding sbr itself: {e}")))?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "bench-peer",
-        "--device",
-        &ctx.ring.spec,
-        "--durability",
-        durability.name(),
-    ]);
+    let dev = ctx.ring.open()?;
+    let pstats = dev.stats();
+    let mut producer = Producer::attach(dev, options(durability, "bench producer"))?;
+    let mut cmd = sbr_itself()?;
+    cmd.args(["bench-peer", "--device", &ctx.ring.spec])
+        .args(["--durability", durability.name()])
+        .args(&ctx.ring.access.child_args);
     if let Some(n) = ctx.ring.sectors {
         cmd.args(["--sectors", &n.to_string()]);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let child = die_with_parent(&mut cmd)
-        .spawn()
-        .map_err(|e| BenchError::msg(format!("starting sbr bench-peer: {e}")))?;
-    let mut peer = ChildGuard::new(child, "sbr bench-peer");
+    let mut peer = spawn(&mut cmd, "sbr bench-peer")?;
     let stdout = peer
         .child()
         .stdout
@@ -147,6 +166,7 @@ pub fn latency(
     let mut samples = Vec::new();
     let mut paired = ctx.paired(Kind::Latency, durability, payload);
     let per_rep = ctx.cfg.latency_budget / ctx.cfg.reps as u32;
+    let p0 = pstats.snapshot();
     for _ in 0..ctx.cfg.reps {
         paired.sample()?;
         let start = Instant::now();
@@ -172,6 +192,9 @@ pub fn latency(
     data[..8].copy_from_slice(&STOP.to_le_bytes());
     let end = producer.push(&data)?;
     producer.advance(end)?;
+    let pio = pstats.snapshot().since(p0);
+    let cio: IoCounts = serde_json::from_str(&next_line()?)
+        .map_err(|e| BenchError::msg(format!("sbr bench-peer sent bad counts: {e}")))?;
     let status = peer.wait(Duration::from_secs(20))?;
     if !status.success() {
         return Err(BenchError::msg(format!("sbr bench-peer failed ({status})")));
@@ -192,7 +215,9 @@ pub fn latency(
         lim,
         samples.len(),
     )
-    .step1(step1);
+    .step1(step1)
+    .publish_trips(pio)
+    .release_trips(cio);
     row.latency_p50_us = Some(p50);
     row.latency_p99_us = Some(p99);
     Ok(row.note(match pause {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shared_block_ring::{AlignedBuf, BlockDevice};
 
-use super::{median, BenchError, Config};
+use super::clock::median;
+use super::{BenchError, Config};
 
 /// The device's limits; every rate is a median of the configured
 /// repetitions.

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::report::Row;
-use super::BenchError;
+use super::row::Row;
+use crate::bench::measure::BenchError;
 
 const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
