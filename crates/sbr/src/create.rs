@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use shared_block_ring::{create, format, layout, Created, Geometry};
+use shared_block_ring::{create, layout, Created, Geometry};
 
 use crate::common::{parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_USAGE};
 
@@ -131,12 +131,4 @@ pub fn make_file(path: &str, size: u64, mode: u32) -> CmdResult {
         b.finish_and_clear();
     }
     Ok(())
-}
-
-/// Whether sector 0 of `device` holds the ring signature.
-pub fn holds_ring(device: &dyn shared_block_ring::BlockDevice) -> bool {
-    let mut sector = shared_block_ring::AlignedBuf::zeroed(device.sector_size());
-    device.sectors() > 0
-        && device.read(0, &mut sector).is_ok()
-        && format::check_signature(&sector).is_ok()
 }

@@ -42,7 +42,7 @@ pub fn run(a: Args) -> CmdResult {
 /// terminal (someone typing, who may have named the wrong device) and
 /// `--yes` was not given.
 pub fn confirm_if_ring(device: &dyn BlockDevice, name: &str, yes: bool) -> CmdResult {
-    if !yes && std::io::stdin().is_terminal() && crate::create::holds_ring(device) {
+    if !yes && std::io::stdin().is_terminal() && crate::contents::holds_ring(device) {
         return Err(Failure::new(
             EXIT_FATAL,
             format!("{name} holds a shared block ring; pass --yes to erase it"),

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod common;
 mod consume;
+mod contents;
 mod create;
 mod demo;
 mod diagnostics;
