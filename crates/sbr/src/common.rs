@@ -2,6 +2,7 @@
 //! error reporting.
 
 use std::fmt;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -48,11 +49,31 @@ impl Failure {
         Failure::new(code, format!("{device}: {e}"))
     }
 
-    /// Prints the message and returns the exit status.
+    /// Standard output was closed by its reader (`sbr ... | head -1`):
+    /// not an error for a command-line tool. The command stops and exits 0
+    /// without a message.
+    pub fn output_closed() -> Failure {
+        Failure::new(EXIT_OK, "")
+    }
+
+    /// A failure to write standard output: quiet for a closed pipe, fatal
+    /// otherwise.
+    pub fn output(e: &std::io::Error) -> Failure {
+        if is_broken_pipe(e) {
+            Failure::output_closed()
+        } else {
+            Failure::new(EXIT_FATAL, format!("writing standard output: {e}"))
+        }
+    }
+
+    /// Prints the message (if any) and returns the exit status.
     pub fn report(&self) -> ExitCode {
         // The message may quote device contents; they are escaped where
-        // they are formatted, so this is plain text.
-        eprintln!("error: {}", self.message);
+        // they are formatted, so this is plain text. A closed stderr is
+        // ignored: there is nowhere left to say anything.
+        if !self.message.is_empty() {
+            let _ = writeln!(std::io::stderr(), "error: {}", self.message);
+        }
         ExitCode::from(self.code)
     }
 }
@@ -143,3 +164,22 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 pub fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
 }
+
+/// Writes one line of a command's output to standard output. Unlike
+/// `println!`, which panics when the reader has gone away, a closed pipe
+/// becomes [`Failure::output_closed`]: the command stops and exits 0.
+pub fn write_line(args: fmt::Arguments<'_>) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| Failure::output(&e))
+}
+
+/// `println!` for command output, returning a [`CmdResult`] (see
+/// [`write_line`]); use it with `?`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::common::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;

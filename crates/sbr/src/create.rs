@@ -7,7 +7,9 @@ use std::path::Path;
 
 use shared_block_ring::{create, layout, Created, Geometry};
 
-use crate::common::{parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_USAGE};
+use crate::common::{
+    outln, parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_USAGE,
+};
 
 /// Arguments of `sbr create`.
 #[derive(clap::Args, Debug)]
@@ -78,16 +80,16 @@ pub fn run(a: Args) -> CmdResult {
         crate::erase::erase_with_progress(&*device, name, b"")?;
     }
     match create(&*device).on(name)? {
-        Created::Created => println!(
+        Created::Created => outln!(
             "created a ring on {name}: capacity {} bytes ({} data sectors of {} bytes)",
             geometry.capacity(),
             geometry.data_sectors(),
             geometry.sector_size()
-        ),
-        Created::AlreadyInitialised => println!(
+        )?,
+        Created::AlreadyInitialised => outln!(
             "{name} already holds a ring (capacity {} bytes); nothing changed",
             geometry.capacity()
-        ),
+        )?,
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use shared_block_ring::escape::escape_bytes;
 use shared_block_ring::inspect::{inspect, Inspection};
 use shared_block_ring::layout;
 
-use crate::common::{CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use crate::common::{outln, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
 
 /// Arguments of `sbr diagnostics`.
 #[derive(clap::Args, Debug)]
@@ -35,9 +35,9 @@ pub fn run(a: Args) -> CmdResult {
     let describe = device.describe();
     let r = inspect(&*device, a.items, PREVIEW).on(name)?;
     if a.json {
-        println!("{}", to_json(&r, &describe));
+        outln!("{}", to_json(&r, &describe))?;
     } else {
-        print_text(&r, name, &describe);
+        print_text(&r, name, &describe)?;
     }
     let problems = r.problems();
     match problems.first() {
@@ -54,48 +54,52 @@ fn flag(b: u8) -> &'static str {
     }
 }
 
-fn print_text(r: &Inspection, name: &str, describe: &str) {
+fn print_text(r: &Inspection, name: &str, describe: &str) -> CmdResult {
     let g = r.geometry;
-    println!("device:      {name}");
-    println!("             {describe}");
-    println!(
+    outln!("device:      {name}")?;
+    outln!("             {describe}")?;
+    outln!(
         "signature:   {}",
         match &r.signature {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("MISSING: {e}"),
         }
-    );
-    println!(
+    )?;
+    outln!(
         "geometry:    {} sectors of {} bytes; {} data sectors; capacity {} bytes",
         g.sectors(),
         g.sector_size(),
         g.data_sectors(),
         g.capacity()
-    );
+    )?;
     match &r.producer {
-        Ok(p) => println!(
+        Ok(p) => outln!(
             "producer:    position {}, suspend_ack {} (flag byte {})",
-            p.position, p.flag, r.producer_flag_byte
-        ),
-        Err(e) => println!("producer:    INVALID: {e}"),
+            p.position,
+            p.flag,
+            r.producer_flag_byte
+        )?,
+        Err(e) => outln!("producer:    INVALID: {e}")?,
     }
     match &r.consumer {
-        Ok(c) => println!(
+        Ok(c) => outln!(
             "consumer:    position {}, suspend {} (flag byte {})",
-            c.position, c.flag, r.consumer_flag_byte
-        ),
-        Err(e) => println!("consumer:    INVALID: {e}"),
+            c.position,
+            c.flag,
+            r.consumer_flag_byte
+        )?,
+        Err(e) => outln!("consumer:    INVALID: {e}")?,
     }
-    println!("producer text: \"{}\"", escape_bytes(&r.producer_text));
-    println!("consumer text: \"{}\"", escape_bytes(&r.consumer_text));
+    outln!("producer text: \"{}\"", escape_bytes(&r.producer_text))?;
+    outln!("consumer text: \"{}\"", escape_bytes(&r.consumer_text))?;
     if let Some(Err(e)) = &r.positions {
-        println!("positions:   INVALID: {e}");
+        outln!("positions:   INVALID: {e}")?;
     }
     if let Some(used) = r.used() {
-        println!(
+        outln!(
             "used:        {used} bytes; free {} bytes",
             g.capacity() - used
-        );
+        )?;
         let state = if flag(r.producer_flag_byte) == "true" {
             "suspended"
         } else if flag(r.consumer_flag_byte) == "true" {
@@ -103,8 +107,8 @@ fn print_text(r: &Inspection, name: &str, describe: &str) {
         } else {
             "running"
         };
-        println!("state:       {state}");
-        println!(
+        outln!("state:       {state}")?;
+        outln!(
             "pending:     {} items{}",
             r.item_count,
             if r.item_error.is_some() {
@@ -112,33 +116,34 @@ fn print_text(r: &Inspection, name: &str, describe: &str) {
             } else {
                 ""
             }
-        );
+        )?;
         for item in &r.items {
             let more = if item.preview.len() < item.len as usize {
                 "..."
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "  at {} (next {}), {} bytes: \"{}\"{more}",
                 item.position,
                 item.next,
                 item.len,
                 escape_bytes(&item.preview)
-            );
+            )?;
         }
         if let Some(e) = &r.item_error {
-            println!("  INVALID: {e}");
+            outln!("  INVALID: {e}")?;
         }
     }
     let problems = r.problems();
     if problems.is_empty() {
-        println!("verdict:     healthy");
+        outln!("verdict:     healthy")?;
     } else {
         for p in problems {
-            println!("problem:     {p}");
+            outln!("problem:     {p}")?;
         }
     }
+    Ok(())
 }
 
 fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use shared_block_ring::BlockDevice;
 
-use crate::common::{CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use crate::common::{outln, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
 
 /// Arguments of `sbr erase`.
 #[derive(clap::Args, Debug)]
@@ -31,10 +31,10 @@ pub fn run(a: Args) -> CmdResult {
     confirm_if_ring(&*device, name, a.yes)?;
     let pattern = a.pattern.as_deref().unwrap_or("").as_bytes();
     erase_with_progress(&*device, name, pattern)?;
-    println!(
+    outln!(
         "erased {name}: {} bytes",
         device.sectors() * device.sector_size() as u64
-    );
+    )?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shared_block_ring::{Consumer, Error, RetryReason, RingState};
 
-use crate::common::{parse_duration, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_RETRY};
+use crate::common::{outln, parse_duration, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_RETRY};
 
 /// Arguments of `sbr suspend` and `sbr resume`.
 #[derive(clap::Args, Debug)]
@@ -57,18 +57,18 @@ pub fn run(a: Args, suspend: bool) -> CmdResult {
     if !a.wait {
         let now = consumer.state().on(name)?;
         if now == wanted {
-            println!("{name}: {}", describe(wanted));
+            outln!("{name}: {}", describe(wanted))?;
         } else {
-            println!("{name}: {verb} requested; the producer has not acknowledged it yet");
+            outln!("{name}: {verb} requested; the producer has not acknowledged it yet")?;
         }
         return Ok(());
     }
     loop {
         if consumer.state().on(name)? == wanted {
-            println!(
+            outln!(
                 "{name}: {} (acknowledged by the producer)",
                 describe(wanted)
-            );
+            )?;
             return Ok(());
         }
         if !backoff.wait() {

@@ -609,3 +609,43 @@ fn bad_inputs_print_the_library_error_after_the_device_name() {
         )
     );
 }
+
+/// Runs `sbr args` with no input, failing the test if it takes more than
+/// `limit` (a command blocked in open(2) on a FIFO would hang for ever).
+fn run_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = sbr(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_timeout(&mut child, limit);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn directories_fifos_and_character_devices_are_named_and_never_block() {
+    let d = dir();
+    let fifo = d.path().join("ring.fifo");
+    let c_path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path, which lives for the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let fifo = fifo.display().to_string();
+    let dir_path = d.path().display().to_string();
+    let cases = [
+        (dir_path.as_str(), "it is a directory"),
+        (fifo.as_str(), "it is a FIFO (named pipe)"),
+        ("/dev/null", "it is a character device"),
+    ];
+    for (path, what) in cases {
+        for cmd in ["diagnostics", "consume", "produce", "suspend"] {
+            let o = run_within(&[cmd, path], Duration::from_secs(20));
+            assert_error(&o, 1, path, what);
+            assert!(
+                stderr(&o).contains("a ring needs a regular file or a block device"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+}

@@ -167,3 +167,48 @@ fn a_device_failing_reads_fails_every_read_path_then_recovers() {
     failing.clear_faults();
     assert_eq!(c.pop().unwrap().1, b"hello");
 }
+
+/// Paths that are neither a regular file nor a block device: refused by
+/// type before anything is opened for I/O (a FIFO would otherwise block in
+/// `open` until a writer came, and a directory would be misreported as a
+/// filesystem without O_DIRECT). The table quotes each error with the path
+/// written as PATH.
+#[test]
+fn other_file_types_are_named_in_the_table_and_never_block() {
+    let dir = tempfile::tempdir_in(common::test_dir()).unwrap();
+    let fifo = dir.path().join("ring.fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    let rows = [
+        ("a directory", dir.path().to_path_buf()),
+        ("a FIFO (named pipe)", fifo),
+        ("a character device", std::path::PathBuf::from("/dev/null")),
+    ];
+    let mut missing = Vec::new();
+    for (what, path) in rows {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(FileDevice::open(&p).err().map(|e| e.to_string()));
+        });
+        let text = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("opening {what} blocked for 10 s"))
+            .unwrap_or_else(|| panic!("{what} was accepted as a device"));
+        let text = text.replace(&path.display().to_string(), "PATH");
+        let row = format!("| {what} |");
+        match DOC.lines().find(|l| l.starts_with(&row)) {
+            Some(l) if l.contains(&format!("`{text}`")) => {}
+            _ => missing.push(format!("{row} `{text}` |")),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "RELIABILITY.md's bad-input table lacks these rows (or quotes them wrongly):\n{}",
+        missing.join("\n")
+    );
+}
