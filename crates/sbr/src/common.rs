@@ -128,6 +128,26 @@ pub struct DeviceArgs {
     pub buffered: bool,
 }
 
+/// The names a side writes into its state sector, which `sbr
+/// diagnostics` shows ("QUEUE used by CLIENT").
+#[derive(Args, Debug, Clone)]
+pub struct Names {
+    /// Queue name written into this side's state sector.
+    #[arg(long, default_value = "unknown")]
+    pub queue: String,
+
+    /// Client name written into this side's state sector.
+    #[arg(long, default_value = "unknown")]
+    pub client: String,
+}
+
+impl Names {
+    /// `options` with these names.
+    pub fn apply(&self, options: Options) -> Options {
+        options.queue(&self.queue).client(&self.client)
+    }
+}
+
 impl DeviceArgs {
     /// Opens the device read-write (or read-only).
     pub fn open(&self, read_only: bool) -> Result<Box<dyn BlockDevice>, Failure> {

@@ -16,7 +16,9 @@ mod create;
 mod demo;
 mod diagnostics;
 mod erase;
+mod exec;
 mod handshake;
+mod lines;
 mod produce;
 
 use common::{CmdResult, EXIT_OK};
