@@ -4,13 +4,18 @@ use std::time::Duration;
 
 use shared_block_ring::{Consumer, Error, RetryReason, RingState};
 
-use crate::common::{outln, parse_duration, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_RETRY};
+use crate::common::{
+    outln, parse_duration, CmdResult, DeviceArgs, Failure, Names, OnDevice, EXIT_RETRY,
+};
 
 /// Arguments of `sbr suspend` and `sbr resume`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     dev: DeviceArgs,
+
+    #[command(flatten)]
+    names: Names,
 
     /// Return only once the producer has acknowledged (or the timeout
     /// passes: exit status 75). Without it, return once the request is
@@ -32,7 +37,7 @@ pub fn run(a: Args, suspend: bool) -> CmdResult {
         ("resume", RingState::Running)
     };
     let device = a.dev.open(false)?;
-    let mut consumer = Consumer::attach(device, a.dev.options()).on(name)?;
+    let mut consumer = Consumer::attach(device, a.names.apply(a.dev.options())).on(name)?;
     let mut backoff = consumer.options().new_backoff(a.timeout);
     // The request: retried while the previous one is unacknowledged, if
     // we may wait.

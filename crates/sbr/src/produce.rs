@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 
 use shared_block_ring::{BlockDevice, Error, Producer, RetryReason};
 
-use crate::common::{CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_RETRY};
+use crate::common::{CmdResult, DeviceArgs, Failure, Names, OnDevice, EXIT_FATAL, EXIT_RETRY};
 
 /// Arguments of `sbr produce`.
 #[derive(clap::Args, Debug)]
@@ -21,13 +21,8 @@ pub struct Args {
     #[command(flatten)]
     dev: DeviceArgs,
 
-    /// Queue name written into the producer sector.
-    #[arg(long, default_value = "unknown")]
-    queue: String,
-
-    /// Client name written into the producer sector.
-    #[arg(long, default_value = "unknown")]
-    client: String,
+    #[command(flatten)]
+    names: Names,
 
     /// Publish after every N items (and at the end of input). Without it,
     /// each line is published as soon as it is read: lines that arrive
@@ -109,7 +104,7 @@ pub(crate) const CHUNK_ITEMS: usize = 16384;
 pub fn run(a: Args) -> CmdResult {
     let name = a.dev.device.clone();
     let device = a.dev.open(false)?;
-    let options = a.dev.options().queue(&a.queue).client(&a.client);
+    let options = a.names.apply(a.dev.options());
     let producer = Producer::attach(device, options).on(&name)?;
     let delimiter = if a.null { 0 } else { a.delimiter };
     let max_item = producer.geometry().max_item_len();

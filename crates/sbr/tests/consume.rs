@@ -1,0 +1,260 @@
+//! `sbr consume`'s ways of taking items: --exec (release only what a
+//! command accepted), --peek, --follow with --idle-timeout and --max, and
+//! the names it writes into the consumer sector.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+
+fn dir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("consume-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// Runs `sbr args` with `stdin`, failing after 60 s.
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(SBR)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().unwrap());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("sbr {args:?} did not finish within 60 s")
+        })
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ring_with(d: &std::path::Path, items: &[u8]) -> String {
+    let ring = d.join("r.img").display().to_string();
+    let o = run(&["create", &ring, "--size", "64KiB"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = run(&["produce", &ring], items);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    ring
+}
+
+#[test]
+fn exec_releases_only_what_the_command_accepted() {
+    let d = dir();
+    let ring = ring_with(d.path(), b"one\ntwo\nthree\nfour\nfive\n");
+    let done = d.path().join("done.txt");
+    let cmd = format!(
+        "x=$(cat); [ \"$x\" != three ] || exit 3; printf '%s\\n' \"$x\" >> {}",
+        done.display()
+    );
+    let o = run(&["consume", &ring, "--exec", &cmd], b"");
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+    assert!(
+        e.starts_with(&format!("error: {ring}: `{cmd}` failed (exit status: 3) on the item at position 16; not released")),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&done).unwrap(), "one\ntwo\n");
+    // The failed item and everything after it are still in the ring.
+    let o = run(&["consume", &ring], b"");
+    assert_eq!(out(&o), "three\nfour\nfive\n");
+}
+
+#[test]
+fn exec_retries_then_goes_on() {
+    let d = dir();
+    let ring = ring_with(d.path(), b"a\nb\nc\n");
+    let done = d.path().join("done.txt");
+    let marks = d.path().display().to_string();
+    // Fails the first time it sees each item, succeeds the second time.
+    let cmd = format!(
+        "x=$(cat); if [ -e {marks}/seen-$x ]; then echo $x >> {}; else touch {marks}/seen-$x; exit 1; fi",
+        done.display()
+    );
+    let o = run(
+        &[
+            "consume",
+            &ring,
+            "--exec",
+            &cmd,
+            "--retry",
+            "2",
+            "--retry-delay",
+            "10ms",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(std::fs::read_to_string(&done).unwrap(), "a\nb\nc\n");
+    assert_eq!(out(&run(&["consume", &ring], b"")), "");
+    // Retries run out: the item stays.
+    let ring2 = d.path().join("r2.img").display().to_string();
+    run(&["create", &ring2, "--size", "64KiB"], b"");
+    run(&["produce", &ring2], b"x\n");
+    let o = run(
+        &[
+            "consume",
+            &ring2,
+            "--exec",
+            "cat >/dev/null; exit 7",
+            "--retry",
+            "2",
+            "--retry-delay",
+            "1ms",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains(
+            "failed (exit status: 7) on the item at position 0 after 2 retries; not released"
+        ),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(out(&run(&["consume", &ring2], b"")), "x\n");
+}
+
+#[test]
+fn exec_batches_give_several_items_per_run() {
+    let d = dir();
+    let ring = ring_with(d.path(), b"1\n2\n3\n4\n5\n");
+    let log = d.path().join("log.txt");
+    let cmd = format!(
+        "echo \"$SBR_ITEMS items $SBR_POSITION..$SBR_NEXT: $(tr '\\n' ' ')\" >> {}",
+        log.display()
+    );
+    let o = run(&["consume", &ring, "--exec", &cmd, "--batch", "2"], b"");
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "2 items 0..16: 1 2 \n2 items 16..32: 3 4 \n1 items 32..40: 5 \n"
+    );
+}
+
+#[test]
+fn peek_prints_without_releasing() {
+    let d = dir();
+    let ring = ring_with(d.path(), b"one\ntwo\nthree\n");
+    let o = run(&["consume", &ring, "--peek"], b"");
+    assert_eq!(
+        (o.status.code(), out(&o).as_str()),
+        (Some(0), "one\ntwo\nthree\n")
+    );
+    let o = run(
+        &["consume", &ring, "--peek", "--from", "8", "--max", "1"],
+        b"",
+    );
+    assert_eq!(out(&o), "two\n");
+    let o = run(&["consume", &ring, "--peek", "--from", "400"], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).starts_with(&format!("error: {ring}: ")),
+        "{}",
+        err(&o)
+    );
+    // Still all there.
+    let o = run(&["consume", &ring], b"");
+    assert_eq!(out(&o), "one\ntwo\nthree\n");
+    let o = run(&["consume", &ring, "--from", "8"], b"");
+    assert_eq!(o.status.code(), Some(2), "--from needs --peek");
+}
+
+#[test]
+fn follow_ends_after_an_idle_timeout_or_max_items() {
+    let d = dir();
+    let ring = ring_with(d.path(), b"a\nb\nc\n");
+    let start = Instant::now();
+    let o = run(
+        &["consume", &ring, "--follow", "--idle-timeout", "300ms"],
+        b"",
+    );
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), "a\nb\nc\n"));
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    // On an empty ring: nothing, exit 0.
+    let o = run(
+        &["consume", &ring, "--follow", "--idle-timeout", "100ms"],
+        b"",
+    );
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), ""));
+    // --max with --follow: stops after that many, waiting for them.
+    let mut c = Command::new(SBR)
+        .args(["consume", &ring, "--follow", "--max", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    run(&["produce", &ring], b"x\ny\nz\n");
+    let pid = c.id();
+    let stdout = c.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("consume --follow --max 2 did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    assert_eq!(reader.join().unwrap(), "x\ny\n");
+    assert_eq!(out(&run(&["consume", &ring], b"")), "z\n");
+}
+
+#[test]
+fn the_consumer_sector_names_its_queue_and_client() {
+    let d = dir();
+    let ring = ring_with(d.path(), b"a\n");
+    run(
+        &["consume", &ring, "--queue", "jobs", "--client", "worker-1"],
+        b"",
+    );
+    let o = run(&["diagnostics", &ring], b"");
+    assert!(
+        out(&o).contains("consumer text: \"jobs used by worker-1; consumer = 8; suspend = false\""),
+        "{}",
+        out(&o)
+    );
+    run(
+        &["suspend", &ring, "--queue", "jobs", "--client", "admin"],
+        b"",
+    );
+    let o = run(&["diagnostics", &ring], b"");
+    assert!(
+        out(&o).contains("consumer text: \"jobs used by admin; consumer = 8; suspend = true\""),
+        "{}",
+        out(&o)
+    );
+}
