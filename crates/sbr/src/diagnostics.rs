@@ -6,9 +6,9 @@
 use serde_json::json;
 use shared_block_ring::escape::escape_bytes;
 use shared_block_ring::inspect::{inspect, Inspection};
-use shared_block_ring::layout;
 
 use crate::common::{outln, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use crate::handshake::state_name;
 
 /// Arguments of `sbr diagnostics`.
 #[derive(clap::Args, Debug)]
@@ -43,14 +43,6 @@ pub fn run(a: Args) -> CmdResult {
     match problems.first() {
         None => Ok(()),
         Some(first) => Err(Failure::new(EXIT_FATAL, format!("{name}: {first}"))),
-    }
-}
-
-fn flag(b: u8) -> &'static str {
-    match b {
-        layout::FLAG_TRUE => "true",
-        layout::FLAG_FALSE => "false",
-        _ => "INVALID",
     }
 }
 
@@ -100,14 +92,9 @@ fn print_text(r: &Inspection, name: &str, describe: &str) -> CmdResult {
             "used:        {used} bytes; free {} bytes",
             g.capacity() - used
         )?;
-        let state = if flag(r.producer_flag_byte) == "true" {
-            "suspended"
-        } else if flag(r.consumer_flag_byte) == "true" {
-            "suspend requested, not yet acknowledged"
-        } else {
-            "running"
-        };
-        outln!("state:       {state}")?;
+        if let Some(state) = handshake(r) {
+            outln!("state:       {state}")?;
+        }
         outln!(
             "pending:     {} items{}",
             r.item_count,
@@ -146,6 +133,20 @@ fn print_text(r: &Inspection, name: &str, describe: &str) -> CmdResult {
     Ok(())
 }
 
+/// The handshake state, with "not yet acknowledged" for a pending
+/// request, when both flags are valid.
+fn handshake(r: &Inspection) -> Option<String> {
+    let (Ok(p), Ok(c)) = (&r.producer, &r.consumer) else {
+        return None;
+    };
+    let name = state_name(c.flag, p.flag);
+    Some(if c.flag == p.flag {
+        name.to_string()
+    } else {
+        format!("{name}, not yet acknowledged by the producer")
+    })
+}
+
 fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
     let state = |s: &Result<shared_block_ring::format::State, shared_block_ring::Corruption>,
                  byte: u8,
@@ -166,6 +167,10 @@ fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
         "capacity": r.geometry.capacity(),
         "producer": state(&r.producer, r.producer_flag_byte, &r.producer_text),
         "consumer": state(&r.consumer, r.consumer_flag_byte, &r.consumer_text),
+        "state": match (&r.producer, &r.consumer) {
+            (Ok(p), Ok(c)) => Some(state_name(c.flag, p.flag)),
+            _ => None,
+        },
         "used": r.used(),
         "free": r.used().map(|u| r.geometry.capacity() - u),
         "pending_items": r.item_count,

@@ -649,3 +649,65 @@ fn directories_fifos_and_character_devices_are_named_and_never_block() {
         }
     }
 }
+
+fn state_line(ring: &str) -> String {
+    let o = run(&["diagnostics", ring], b"");
+    stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("state:"))
+        .unwrap_or("no state line")
+        .to_string()
+}
+
+#[test]
+fn every_handshake_state_is_shown_and_repeating_a_pending_request_succeeds() {
+    let d = dir();
+    let ring = new_ring(d.path(), "r.img", "64KiB");
+    assert_eq!(state_line(&ring), "state:       running");
+    let o = run(&["suspend", &ring], b"");
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: suspend requested; the producer has not acknowledged it yet\n")
+    );
+    assert_eq!(
+        state_line(&ring),
+        "state:       suspend requested, not yet acknowledged by the producer"
+    );
+    let o = run(&["suspend", &ring], b"");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: suspend already requested; the producer has not acknowledged it yet\n")
+    );
+    // A producer attaching acknowledges and exits 69.
+    assert_eq!(code(&run(&["produce", &ring], b"x\n")), 69);
+    assert_eq!(state_line(&ring), "state:       suspended");
+    let o = run(&["resume", &ring], b"");
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: resume requested; the producer has not acknowledged it yet\n")
+    );
+    assert_eq!(
+        state_line(&ring),
+        "state:       resume requested, not yet acknowledged by the producer"
+    );
+    let o = run(&["resume", &ring], b"");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: resume already requested; the producer has not acknowledged it yet\n")
+    );
+    let o = run(&["resume", &ring, "--wait", "--timeout", "200ms"], b"");
+    assert_error(&o, 75, &ring, "did not acknowledge the resume request in time; it stays requested (state: resume requested)");
+    // The opposite request must wait for the acknowledgement.
+    let o = run(&["suspend", &ring], b"");
+    assert_error(&o, 75, &ring, "cannot suspend yet");
+    let v: serde_json::Value =
+        serde_json::from_slice(&run(&["diagnostics", &ring, "--json"], b"").stdout).unwrap();
+    assert_eq!(v["state"], "resume requested");
+    // The next producer acknowledges the resume and pushes.
+    let o = run(&["produce", &ring], b"more\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(state_line(&ring), "state:       running");
+    assert_eq!(stdout(&run(&["consume", &ring], b"")), "more\n");
+}
