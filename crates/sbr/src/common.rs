@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use shared_block_ring::device::{self, BlockDevice};
+use shared_block_ring::inspect;
 use shared_block_ring::{Durability, Error, FileOptions, Options};
 
 /// Exit status for success.
@@ -158,6 +159,30 @@ impl DeviceArgs {
             options = options.sector_size(ss);
         }
         device::open(&self.device, &options).map_err(|e| Failure::ring(&self.device, &e))
+    }
+
+    /// The failure for a library error on this device. A ring that looks
+    /// corrupt is checked for a wrong sector size: when its state is valid
+    /// at another size, the message says so and names the option.
+    pub fn failure(&self, e: &Error) -> Failure {
+        let mut f = Failure::ring(&self.device, e);
+        if matches!(e, Error::Corrupt(_)) {
+            if let Some(hint) = self.sector_size_hint() {
+                f.message = format!("{}; {hint}", f.message);
+            }
+        }
+        f
+    }
+
+    /// "the ring's state is valid with N-byte sectors: pass --sector-size
+    /// N" when a ring on this device was made with another sector size
+    /// than the one it is opened with.
+    pub fn sector_size_hint(&self) -> Option<String> {
+        let device = self.open(true).ok()?;
+        let size = inspect::detect_sector_size(&*device).ok()??;
+        Some(format!(
+            "the ring's state is valid with {size}-byte sectors: pass --sector-size {size}"
+        ))
     }
 
     /// Ring options with this durability mode.

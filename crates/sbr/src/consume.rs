@@ -161,7 +161,7 @@ pub fn run(a: Args) -> CmdResult {
     }
     let device = a.dev.open(false)?;
     let options = a.names.apply(a.dev.options());
-    let mut consumer = Consumer::attach(device, options).on(&name)?;
+    let mut consumer = Consumer::attach(device, options).map_err(|e| a.dev.failure(&e))?;
     let mut at = match a.from {
         Some(p) => Position::new(p),
         None => consumer.position(),

@@ -7,7 +7,9 @@ use serde_json::json;
 use shared_block_ring::escape::escape_bytes;
 use shared_block_ring::inspect::{inspect, Inspection};
 
-use crate::common::{outln, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use std::time::Duration;
+
+use crate::common::{outln, parse_duration, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
 use crate::handshake::state_name;
 
 /// Arguments of `sbr diagnostics`.
@@ -23,6 +25,17 @@ pub struct Args {
     /// How many pending items to show.
     #[arg(long, default_value_t = 5)]
     items: usize,
+
+    /// Keep watching: one line (with --json, one object) every INTERVAL
+    /// (default 1s) with the fill level, pending items and bytes, publish
+    /// and release rates, and how long each side has not moved.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "1s",
+          value_parser = parse_duration)]
+    watch: Option<Duration>,
+
+    /// With --watch: stop after N samples.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
 }
 
 /// Payload bytes shown per item.
@@ -32,21 +45,33 @@ const PREVIEW: usize = 48;
 pub fn run(a: Args) -> CmdResult {
     let name = &a.dev.device;
     let device = a.dev.open(true)?;
+    if let Some(interval) = a.watch {
+        return crate::watch::run(&*device, name, interval, a.count, a.json);
+    }
     let describe = device.describe();
     let r = inspect(&*device, a.items, PREVIEW).on(name)?;
-    if a.json {
-        outln!("{}", to_json(&r, &describe))?;
-    } else {
-        print_text(&r, name, &describe)?;
-    }
     let problems = r.problems();
-    match problems.first() {
-        None => Ok(()),
-        Some(first) => Err(Failure::new(EXIT_FATAL, format!("{name}: {first}"))),
+    // A ring read with the wrong sector size looks corrupt: say so.
+    let hint = if problems.is_empty() {
+        None
+    } else {
+        a.dev.sector_size_hint()
+    };
+    if a.json {
+        outln!("{}", to_json(&r, &describe, hint.as_deref()))?;
+    } else {
+        print_text(&r, name, &describe, hint.as_deref())?;
+    }
+    match (problems.first(), hint) {
+        (None, _) => Ok(()),
+        (Some(first), None) => Err(Failure::new(EXIT_FATAL, format!("{name}: {first}"))),
+        (Some(first), Some(hint)) => {
+            Err(Failure::new(EXIT_FATAL, format!("{name}: {first}; {hint}")))
+        }
     }
 }
 
-fn print_text(r: &Inspection, name: &str, describe: &str) -> CmdResult {
+fn print_text(r: &Inspection, name: &str, describe: &str, hint: Option<&str>) -> CmdResult {
     let g = r.geometry;
     outln!("device:      {name}")?;
     outln!("             {describe}")?;
@@ -130,6 +155,9 @@ fn print_text(r: &Inspection, name: &str, describe: &str) -> CmdResult {
             outln!("problem:     {p}")?;
         }
     }
+    if let Some(hint) = hint {
+        outln!("hint:        {hint}")?;
+    }
     Ok(())
 }
 
@@ -147,7 +175,7 @@ fn handshake(r: &Inspection) -> Option<String> {
     })
 }
 
-fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
+fn to_json(r: &Inspection, describe: &str, hint: Option<&str>) -> serde_json::Value {
     let state = |s: &Result<shared_block_ring::format::State, shared_block_ring::Corruption>,
                  byte: u8,
                  text: &[u8]| {
@@ -180,5 +208,6 @@ fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "problems": r.problems(),
         "healthy": r.is_healthy(),
+        "hint": hint,
     })
 }

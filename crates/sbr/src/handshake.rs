@@ -58,7 +58,8 @@ pub fn run(a: Args, suspend: bool) -> CmdResult {
     let name = &a.dev.device;
     let verb = if suspend { "suspend" } else { "resume" };
     let device = a.dev.open(false)?;
-    let mut consumer = Consumer::attach(device, a.names.apply(a.dev.options())).on(name)?;
+    let mut consumer =
+        Consumer::attach(device, a.names.apply(a.dev.options())).map_err(|e| a.dev.failure(&e))?;
     let mut backoff = consumer.options().new_backoff(a.timeout);
     let (asked, acked) = flags(&mut consumer, name)?;
     let already = asked == suspend;

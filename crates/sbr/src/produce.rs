@@ -116,7 +116,7 @@ pub fn run(a: Args) -> CmdResult {
     let name = a.dev.device.clone();
     let device: Arc<dyn BlockDevice> = Arc::from(a.dev.open(false)?);
     let options = a.names.apply(a.dev.options());
-    let producer = attach(&name, &device, options, a.wait_resume)?;
+    let producer = attach(&a.dev, &device, options, a.wait_resume)?;
     let delimiter = if a.null { 0 } else { a.delimiter };
     let max_item = producer.geometry().max_item_len();
     let (tx, rx) = mpsc::sync_channel(2);
@@ -142,7 +142,7 @@ pub fn run(a: Args) -> CmdResult {
 /// Attaches the producer; with `wait_resume`, waits while the ring is
 /// suspended (each attempt acknowledges the consumer's request anew).
 fn attach(
-    name: &str,
+    dev: &DeviceArgs,
     device: &Arc<dyn BlockDevice>,
     options: Options,
     wait_resume: bool,
@@ -153,7 +153,7 @@ fn attach(
             Err(Error::Suspended) if wait_resume => {
                 backoff.wait_with(|d| device.wait_for_change(d));
             }
-            r => return r.on(name),
+            r => return r.map_err(|e| dev.failure(&e)),
         }
     }
 }

@@ -588,7 +588,18 @@ fn bad_inputs_print_the_library_error_after_the_device_name() {
         args.extend_from_slice(extra);
         let o = run(&args, b"");
         assert_eq!(code(&o), 1, "{what}");
-        assert_eq!(stderr(&o), format!("error: {p}: {lib_error}\n"), "{what}");
+        // A ring opened with the wrong sector size: the size it was made
+        // with is named after the library's words.
+        let hint = if what == "wrong sector size" {
+            "; the ring's state is valid with 512-byte sectors: pass --sector-size 512"
+        } else {
+            ""
+        };
+        assert_eq!(
+            stderr(&o),
+            format!("error: {p}: {lib_error}{hint}\n"),
+            "{what}"
+        );
     }
     // Refused before the device is used at all.
     let o = run(&["consume", &base, "--sector-size", "1000"], b"");

@@ -258,3 +258,83 @@ fn the_consumer_sector_names_its_queue_and_client() {
         out(&o)
     );
 }
+
+#[test]
+fn diagnostics_watch_reports_lag_once_per_interval() {
+    let d = dir();
+    let ring = ring_with(d.path(), b"one\ntwo\n");
+    let o = run(
+        &[
+            "diagnostics",
+            &ring,
+            "--watch",
+            "100ms",
+            "--count",
+            "3",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let samples: Vec<serde_json::Value> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), 3, "{}", out(&o));
+    for (i, s) in samples.iter().enumerate() {
+        assert_eq!(s["pending_items"], 2, "{s}");
+        assert_eq!(s["pending_bytes"], 16, "{s}");
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["producer_idle_at_least"], true, "{s}");
+        if i == 0 {
+            assert!(s["publish_bytes_per_second"].is_null(), "{s}");
+        } else {
+            assert_eq!(s["publish_bytes_per_second"], 0.0, "{s}");
+            assert_eq!(s["release_bytes_per_second"], 0.0, "{s}");
+        }
+    }
+    let t: Vec<f64> = samples.iter().map(|s| s["t"].as_f64().unwrap()).collect();
+    assert!(t[2] - t[0] >= 0.19, "{t:?}");
+
+    // A consumer moving while watched: a release rate, and the consumer
+    // seen to move.
+    let watcher = {
+        let ring = ring.clone();
+        std::thread::spawn(move || {
+            run(
+                &[
+                    "diagnostics",
+                    &ring,
+                    "--watch",
+                    "200ms",
+                    "--count",
+                    "4",
+                    "--json",
+                ],
+                b"",
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    run(&["consume", &ring], b"");
+    let o = watcher.join().unwrap();
+    let last: serde_json::Value = serde_json::from_str(out(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(last["pending_items"], 0, "{}", out(&o));
+    assert_eq!(last["consumer_idle_at_least"], false, "{}", out(&o));
+    let released: f64 = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|s| s["release_bytes_per_second"].as_f64())
+        .sum();
+    assert!(released > 0.0, "{}", out(&o));
+
+    // Text: one line per sample.
+    let o = run(
+        &["diagnostics", &ring, "--watch", "50ms", "--count", "2"],
+        b"",
+    );
+    let text = out(&o);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.starts_with("t=0.0s fill 0.0% (0 of 64000 bytes); pending 0 items; publish -, release -; producer idle >="), "{text}");
+    assert!(text.lines().all(|l| l.ends_with("; running")), "{text}");
+}
