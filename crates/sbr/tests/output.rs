@@ -207,3 +207,43 @@ fn consume_killed_with_sigkill_leaves_only_whole_lines() {
     assert!(kills >= 20, "only {kills} kills");
     eprintln!("{kills} kills, {total} lines, {repeated} printed again after a kill");
 }
+
+/// No log lines unless asked for, so the final error is the only line on
+/// stderr; asked for with -v, no colour codes when stderr is not a
+/// terminal. (A warning used to come first, in colour, even into a file.)
+#[test]
+fn logs_only_when_asked_and_without_colour_into_a_pipe() {
+    let d = dir();
+    let ring = d.path().join("r.img").display().to_string();
+    sbr_ok(&["create", &ring, "--size", "64KiB"], b"");
+    sbr_ok(&["produce", &ring], b"x\n");
+    let failing = [
+        "consume",
+        &ring,
+        "--exec",
+        "cat >/dev/null; exit 1",
+        "--retry",
+        "1",
+        "--retry-delay",
+        "1ms",
+    ];
+    let o = Command::new(SBR)
+        .args(failing)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    let o = Command::new(SBR)
+        .arg("-v")
+        .args(failing)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("WARN") && err.contains("retrying"), "{err}");
+    assert!(!err.contains('\x1b'), "colour codes into a pipe: {err:?}");
+    assert!(err.lines().last().unwrap().starts_with("error: "), "{err}");
+}
