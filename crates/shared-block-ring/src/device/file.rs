@@ -75,6 +75,26 @@ impl FileOptions {
 /// sharing a LUN) see each other's writes without page-cache incoherence.
 /// [`write_durable`](BlockDevice::write_durable) uses `pwritev2(RWF_DSYNC)`,
 /// one system call that returns once the data is on stable storage.
+///
+/// ```
+/// use shared_block_ring::{create, BlockDevice, Error, FileDevice, FileOptions};
+///
+/// # fn main() -> Result<(), Error> {
+/// # let file = tempfile::NamedTempFile::new_in(".").unwrap(); // O_DIRECT works here
+/// # file.as_file().set_len(1 << 20).unwrap();
+/// # let path = file.path();
+/// let device = FileDevice::open(path)?; // O_DIRECT, 512-byte sectors for a file
+/// assert_eq!((device.sector_size(), device.sectors()), (512, 2048));
+/// create(&device)?;
+/// // Another sector size (both sides must use the same), read-only:
+/// let ro = FileDevice::open_with(path, &FileOptions::new().sector_size(4096).read_only(true))?;
+/// assert_eq!(ro.sectors(), 256);
+/// // What is not a regular file or a block device is named, not opened:
+/// let e = FileDevice::open(std::env::temp_dir()).err().unwrap();
+/// assert!(e.to_string().contains("it is a directory"));
+/// # Ok(())
+/// # }
+/// ```
 pub struct FileDevice {
     file: File,
     path: PathBuf,
