@@ -123,8 +123,9 @@ pub struct DeviceArgs {
     #[arg(long, default_value = "power-loss", value_name = "MODE")]
     pub durability: Durability,
 
-    /// Use the page cache instead of O_DIRECT (for filesystems such as
-    /// tmpfs that refuse O_DIRECT). Only coherent on a single host.
+    /// Use the page cache instead of O_DIRECT (for filesystems that refuse
+    /// O_DIRECT: tmpfs before Linux 6.6, some FUSE and network
+    /// filesystems). Only coherent on a single host.
     #[arg(long)]
     pub buffered: bool,
 }

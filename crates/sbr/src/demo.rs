@@ -106,7 +106,7 @@ pub fn run(a: Args) -> CmdResult {
         std::fs::remove_file(&path).map_err(|e| fatal(format!("{name}: {e}")))?;
     }
     crate::create::make_file(&name, a.size, 0o600)?;
-    // tmpfs refuses O_DIRECT; both peers are on this host, so the page
+    // Some filesystems refuse O_DIRECT (tmpfs before Linux 6.6); both peers are on this host, so the page
     // cache is coherent for them and buffered I/O is a sound fallback here.
     let (device, buffered) = match FileDevice::open(&path) {
         Ok(d) => (d, false),

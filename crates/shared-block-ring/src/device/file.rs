@@ -46,7 +46,8 @@ impl FileOptions {
     ///
     /// Buffered I/O (`false`) is only coherent between processes on the
     /// same host: a reader on another host sharing the disk would see stale
-    /// pages. It exists for filesystems that refuse O_DIRECT, such as tmpfs.
+    /// pages. It exists for filesystems that refuse O_DIRECT (tmpfs before
+    /// Linux 6.6, some FUSE and network filesystems).
     pub fn direct(mut self, direct: bool) -> FileOptions {
         self.direct = direct;
         self
