@@ -108,9 +108,10 @@ fn known(head: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// The smallest period of `data` up to [`MAX_PATTERN`], if it has one.
+/// The smallest period of `data` up to [`MAX_PATTERN`], if it has one:
+/// a pattern seen at least twice.
 fn period(data: &[u8]) -> Option<usize> {
-    (1..=MAX_PATTERN.min(data.len())).find(|&p| data[p..] == data[..data.len() - p])
+    (1..=MAX_PATTERN.min(data.len() / 2)).find(|&p| data[p..] == data[..data.len() - p])
 }
 
 /// Looks at the first [`LOOK_BYTES`] of `device`.
@@ -179,7 +180,8 @@ mod tests {
 
     #[test]
     fn known_signatures_are_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut [u8])>)> = vec![
+        type Setup = Box<dyn Fn(&mut [u8])>;
+        let cases: Vec<(&str, Setup)> = vec![
             (
                 "an ext2/3/4 filesystem",
                 Box::new(|b| {
