@@ -1,55 +1,12 @@
 //! The real `sbr` binary: every command, exit status and error message.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+mod common;
 
-fn dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("cli-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
-fn sbr(args: &[&str]) -> Command {
-    let mut c = Command::new(SBR);
-    c.args(args).env_remove("RUST_LOG");
-    c
-}
-
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = sbr(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{code, dir, new_ring, run, sbr, stderr, stdout, wait_timeout, SBR};
 
 /// Asserts a failure: status, one `error:` line naming the device, and a cause.
 fn assert_error(o: &Output, status: i32, device: &str, cause: &str) {
@@ -60,13 +17,6 @@ fn assert_error(o: &Output, status: i32, device: &str, cause: &str) {
     assert!(lines[0].starts_with("error: "), "{err}");
     assert!(lines[0].contains(device), "names {device}: {err}");
     assert!(lines[0].contains(cause), "says {cause:?}: {err}");
-}
-
-fn new_ring(d: &Path, name: &str, size: &str) -> String {
-    let path = d.join(name).display().to_string();
-    let o = run(&["create", &path, "--size", size], b"");
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    path
 }
 
 #[test]
@@ -427,20 +377,6 @@ fn concurrent_produce_and_consume_move_100000_lines_in_order() {
     assert!(c.stdout == input, "output differs from input");
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("child did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn consume_follow_killed_with_sigterm_loses_and_duplicates_nothing() {
     let d = dir();
@@ -474,7 +410,11 @@ fn consume_follow_killed_with_sigterm_loses_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(5 + (rng >> 33) % 40));
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let status = wait_timeout(&mut c, Duration::from_secs(10));
+        let status = wait_timeout(
+            &mut c,
+            Duration::from_secs(10),
+            "sbr consume --follow after SIGTERM",
+        );
         let out = reader.join().unwrap();
         // A signal that lands before the handlers are installed (during
         // start-up) kills the process before it has printed anything.
@@ -630,7 +570,7 @@ fn run_within(args: &[&str], limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_timeout(&mut child, limit);
+    wait_timeout(&mut child, limit, &format!("sbr {args:?}"));
     child.wait_with_output().unwrap()
 }
 

@@ -2,58 +2,14 @@
 //! command accepted), --peek, --follow with --idle-timeout and --max, and
 //! the names it writes into the consumer sector.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+mod common;
 
-fn dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("consume-")
-        .tempdir_in(base)
-        .unwrap()
-}
+use common::{dir, run, stderr as err, stdout as out, wait_timeout, SBR};
 
 /// Runs `sbr args` with `stdin`, failing after 60 s.
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(SBR)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output().unwrap());
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("sbr {args:?} did not finish within 60 s")
-        })
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn ring_with(d: &std::path::Path, items: &[u8]) -> String {
     let ring = d.join("r.img").display().to_string();
     let o = run(&["create", &ring, "--size", "64KiB"], b"");
@@ -213,21 +169,9 @@ fn follow_ends_after_an_idle_timeout_or_max_items() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     run(&["produce", &ring], b"x\ny\nz\n");
-    let pid = c.id();
     let stdout = c.stdout.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("consume --follow --max 2 did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_timeout(&mut c, Duration::from_secs(30), "consume --follow --max 2");
     assert!(status.success());
     assert_eq!(reader.join().unwrap(), "x\ny\n");
     assert_eq!(out(&run(&["consume", &ring], b"")), "z\n");

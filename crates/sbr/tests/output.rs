@@ -2,20 +2,12 @@
 //! not an error for any command, and consumers write whole lines.
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+mod common;
 
-fn dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("output-")
-        .tempdir_in(base)
-        .unwrap()
-}
+use common::{dir, run, sbr, stderr, wait_timeout, LIMIT, SBR};
 
 /// A pipe whose reading end is already closed: every write to the other
 /// end fails with EPIPE (sbr, like every Rust program, ignores SIGPIPE).
@@ -31,46 +23,24 @@ fn closed_pipe() -> OwnedFd {
 
 /// Runs `sbr args` with standard output closed by its reader, within a
 /// deadline.
-fn run_into_closed_pipe(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(SBR)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
+fn run_into_closed_pipe(args: &[&str]) -> Output {
+    let mut child = sbr(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::from(closed_pipe()))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    std::thread::spawn(move || {
-        let _ = std::io::Write::write_all(&mut input, &data);
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sbr {args:?} did not exit within 60 s with its output closed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_timeout(
+        &mut child,
+        LIMIT,
+        &format!("sbr {args:?} with its output closed"),
+    );
     child.wait_with_output().unwrap()
 }
 
 fn sbr_ok(args: &[&str], stdin: &[u8]) {
-    let mut child = Command::new(SBR)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = run(args, stdin);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
 }
 
 #[test]
@@ -96,7 +66,7 @@ fn every_command_exits_cleanly_when_its_reader_has_gone() {
         vec!["consume", &ring],
     ];
     for args in commands {
-        let o = run_into_closed_pipe(&args, b"");
+        let o = run_into_closed_pipe(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
         assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");

@@ -2,54 +2,12 @@
 //! published; --wait-resume waits out a suspend.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+mod common;
 
-fn dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("produce-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(SBR)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).unwrap();
-    drop(input);
-    wait(
-        &mut child,
-        Duration::from_secs(60),
-        &format!("sbr {args:?}"),
-    );
-    child.wait_with_output().unwrap()
-}
-
-fn wait(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use common::{dir, run, wait_timeout as wait, SBR};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -3,11 +3,13 @@
 //! that `sbr` defines.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+mod common;
+
+use common::{dir, output_of, LIMIT, SBR};
+
 const README: &str = include_str!("../../../README.md");
 
 /// The README's `sbr` section.
@@ -40,7 +42,8 @@ fn session() -> Vec<(String, String)> {
 }
 
 /// Runs `cmd` with `sh` in `dir`, `sbr` first on the PATH, standard error
-/// merged into standard output as a terminal shows them; fails after 60 s.
+/// merged into standard output as a terminal shows them; fails after
+/// [`LIMIT`].
 fn shell(dir: &Path, cmd: &str) -> String {
     let bin = Path::new(SBR).parent().unwrap();
     let path = format!(
@@ -48,41 +51,18 @@ fn shell(dir: &Path, cmd: &str) -> String {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
         .arg(format!("exec 2>&1; {cmd}"))
         .current_dir(dir)
         .env("PATH", path)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut out, &mut s).unwrap();
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("`{cmd}` did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    reader.join().unwrap()
+        .env_remove("RUST_LOG");
+    String::from_utf8(output_of(sh, b"", LIMIT).stdout).unwrap()
 }
 
 #[test]
 fn the_readme_session_prints_what_it_shows() {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("readme-")
-        .tempdir_in(base)
-        .unwrap();
+    let dir = dir();
     let steps = session();
     assert!(steps.len() >= 10, "{steps:?}");
     for (cmd, expected) in steps {
