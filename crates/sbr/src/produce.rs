@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,9 @@ fn attach(
 /// How often a producer waiting for a resume looks at the consumer sector
 /// (at least; a change notification wakes it sooner).
 const RESUME_POLL: Duration = Duration::from_millis(100);
+
+/// How often a producer waiting for input looks at the consumer sector.
+const IDLE_LOOK: Duration = Duration::from_millis(100);
 
 /// What the reader thread has taken from standard input, for the report
 /// of `--no-wait`.
@@ -368,9 +371,9 @@ impl<D: BlockDevice> Feeder<D> {
                     // The input paused: publish what is pending before
                     // waiting for more.
                     self.publish()?;
-                    match rx.recv() {
-                        Ok(input) => input,
-                        Err(_) => return Ok(()),
+                    match self.idle(&rx)? {
+                        Some(input) => input,
+                        None => return Ok(()),
                     }
                 }
                 Err(TryRecvError::Disconnected) => return Ok(()),
@@ -397,6 +400,23 @@ impl<D: BlockDevice> Feeder<D> {
                         format!("reading standard input: {e}"),
                     ))
                 }
+            }
+        }
+    }
+
+    /// Waits for more input; meanwhile looks at the consumer sector every
+    /// [`IDLE_LOOK`], so that a suspend or resume request is acknowledged
+    /// while the input is quiet (a producer otherwise looks only when it
+    /// pushes, and `sbr suspend --wait` would wait for the next line).
+    /// `None` at the end of the input.
+    fn idle(&mut self, rx: &Receiver<Input>) -> Result<Option<Input>, Failure> {
+        loop {
+            match rx.recv_timeout(IDLE_LOOK) {
+                Ok(input) => return Ok(Some(input)),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.producer.state().on(&self.name)?;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
             }
         }
     }
