@@ -2,10 +2,12 @@
 //! error reporting.
 
 use std::fmt;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
 use shared_block_ring::device::{self, BlockDevice};
+use shared_block_ring::inspect;
 use shared_block_ring::{Durability, Error, FileOptions, Options};
 
 /// Exit status for success.
@@ -48,11 +50,31 @@ impl Failure {
         Failure::new(code, format!("{device}: {e}"))
     }
 
-    /// Prints the message and returns the exit status.
+    /// Standard output was closed by its reader (`sbr ... | head -1`):
+    /// not an error for a command-line tool. The command stops and exits 0
+    /// without a message.
+    pub fn output_closed() -> Failure {
+        Failure::new(EXIT_OK, "")
+    }
+
+    /// A failure to write standard output: quiet for a closed pipe, fatal
+    /// otherwise.
+    pub fn output(e: &std::io::Error) -> Failure {
+        if is_broken_pipe(e) {
+            Failure::output_closed()
+        } else {
+            Failure::new(EXIT_FATAL, format!("writing standard output: {e}"))
+        }
+    }
+
+    /// Prints the message (if any) and returns the exit status.
     pub fn report(&self) -> ExitCode {
         // The message may quote device contents; they are escaped where
-        // they are formatted, so this is plain text.
-        eprintln!("error: {}", self.message);
+        // they are formatted, so this is plain text. A closed stderr is
+        // ignored: there is nowhere left to say anything.
+        if !self.message.is_empty() {
+            let _ = writeln!(std::io::stderr(), "error: {}", self.message);
+        }
         ExitCode::from(self.code)
     }
 }
@@ -113,8 +135,9 @@ pub struct OpenArgs {
     #[arg(long, value_name = "MODE")]
     pub durability: Option<Durability>,
 
-    /// Use the page cache instead of O_DIRECT (for filesystems such as
-    /// tmpfs that refuse O_DIRECT). Only coherent on a single host.
+    /// Use the page cache instead of O_DIRECT (for filesystems that refuse
+    /// O_DIRECT: tmpfs before Linux 6.6, some FUSE and network
+    /// filesystems). Only coherent on a single host.
     #[arg(long)]
     pub buffered: bool,
 }
@@ -135,11 +158,55 @@ impl OpenArgs {
     }
 }
 
+/// The names a side writes into its state sector, which `sbr
+/// diagnostics` shows ("QUEUE used by CLIENT").
+#[derive(Args, Debug, Clone)]
+pub struct Names {
+    /// Queue name written into this side's state sector.
+    #[arg(long, default_value = "unknown")]
+    pub queue: String,
+
+    /// Client name written into this side's state sector.
+    #[arg(long, default_value = "unknown")]
+    pub client: String,
+}
+
+impl Names {
+    /// `options` with these names.
+    pub fn apply(&self, options: Options) -> Options {
+        options.queue(&self.queue).client(&self.client)
+    }
+}
+
 impl DeviceArgs {
     /// Opens the device read-write (or read-only).
     pub fn open(&self, read_only: bool) -> Result<Box<dyn BlockDevice>, Failure> {
         let options = self.how.file_options().read_only(read_only);
         device::open(&self.device, &options).map_err(|e| Failure::ring(&self.device, &e))
+    }
+
+    /// The failure for a library error on this device. A ring that looks
+    /// corrupt is checked for a wrong sector size: when its state is valid
+    /// at another size, the message says so and names the option.
+    pub fn failure(&self, e: &Error) -> Failure {
+        let mut f = Failure::ring(&self.device, e);
+        if matches!(e, Error::Corrupt(_)) {
+            if let Some(hint) = self.sector_size_hint() {
+                f.message = format!("{}; {hint}", f.message);
+            }
+        }
+        f
+    }
+
+    /// "the ring's state is valid with N-byte sectors: pass --sector-size
+    /// N" when a ring on this device was made with another sector size
+    /// than the one it is opened with.
+    pub fn sector_size_hint(&self) -> Option<String> {
+        let device = self.open(true).ok()?;
+        let size = inspect::detect_sector_size(&*device).ok()??;
+        Some(format!(
+            "the ring's state is valid with {size}-byte sectors: pass --sector-size {size}"
+        ))
     }
 
     /// Ring options with this durability mode.
@@ -166,3 +233,22 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 pub fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
 }
+
+/// Writes one line of a command's output to standard output. Unlike
+/// `println!`, which panics when the reader has gone away, a closed pipe
+/// becomes [`Failure::output_closed`]: the command stops and exits 0.
+pub fn write_line(args: fmt::Arguments<'_>) -> CmdResult {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| Failure::output(&e))
+}
+
+/// `println!` for command output, returning a [`CmdResult`] (see
+/// [`write_line`]); use it with `?`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::common::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;

@@ -1,22 +1,26 @@
-//! `sbr consume`: print items, one per line, and release them.
+//! `sbr consume`: print items, one per line, and release them; or hand
+//! them to a command (`--exec`), or only look (`--peek`).
 //!
-//! Items are printed, standard output is flushed, and only then is the
+//! Items are printed, standard output is written, and only then is the
 //! consumer advanced past them: an item released was printed. SIGINT and
 //! SIGTERM are noted and acted on between batches, after the advance: an
 //! item printed is released. (SIGKILL cannot be caught: items printed since
-//! the last advance are then printed again by the next consumer.)
+//! the last advance are then printed again by the next consumer; see
+//! [`crate::lines`] for what the output holds after such a kill.)
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Serialize;
 use shared_block_ring::escape::escape_bytes;
-use shared_block_ring::{Consumer, Error, Position, RetryReason};
+use shared_block_ring::{BlockDevice, Consumer, Error, Position, RetryReason};
 
-use crate::common::{is_broken_pipe, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use crate::common::{parse_duration, CmdResult, DeviceArgs, Failure, Names, OnDevice, EXIT_FATAL};
+use crate::exec::Run;
+use crate::lines::LineOut;
 
 /// Arguments of `sbr consume`.
 #[derive(clap::Args, Debug)]
@@ -24,10 +28,18 @@ pub struct Args {
     #[command(flatten)]
     dev: DeviceArgs,
 
+    #[command(flatten)]
+    names: Names,
+
     /// Wait for more items instead of exiting when the ring is empty;
     /// SIGINT or SIGTERM ends it cleanly.
     #[arg(long)]
     follow: bool,
+
+    /// With --follow: exit 0 once no item has arrived for this long (5s,
+    /// 250ms, 1m).
+    #[arg(long, value_name = "D", value_parser = parse_duration, requires = "follow")]
+    idle_timeout: Option<Duration>,
 
     /// Stop after N items.
     #[arg(long, value_name = "N")]
@@ -38,7 +50,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
 
-    /// End each printed item with a NUL byte instead of a newline.
+    /// End each printed item with a NUL byte instead of a newline (with
+    /// --exec: end each item on the command's input with one).
     #[arg(long, conflicts_with = "json")]
     null: bool,
 
@@ -46,6 +59,37 @@ pub struct Args {
     /// standard output is a terminal), always, or never (raw bytes).
     #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
     escape: String,
+
+    /// Print items without releasing them: the ring is left as it was.
+    #[arg(long)]
+    peek: bool,
+
+    /// With --peek: start at this position (a `position` or `next` from
+    /// --json) instead of the consumer's.
+    #[arg(long, value_name = "POSITION", requires = "peek")]
+    from: Option<u64>,
+
+    /// Run CMD (with `sh -c`) for each item, the item and a newline (a NUL
+    /// with --null) on its standard input, and release the item only once
+    /// CMD exits 0. SBR_POSITION, SBR_NEXT and SBR_ITEMS are set. On a
+    /// failure, stop (exit 1) with the item still in the ring, or retry
+    /// with --retry.
+    #[arg(long, value_name = "CMD", conflicts_with = "json")]
+    exec: Option<String>,
+
+    /// With --exec: give CMD up to N items per run (one per line).
+    #[arg(long, value_name = "N", requires = "exec",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    batch: Option<u64>,
+
+    /// With --exec: run CMD again up to N times on items it failed on,
+    /// --retry-delay apart, before stopping.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "exec")]
+    retry: u32,
+
+    /// With --retry: the pause before each new attempt.
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration, requires = "exec")]
+    retry_delay: Duration,
 }
 
 #[derive(Serialize)]
@@ -64,6 +108,47 @@ const BATCH_ITEMS: u64 = 4096;
 /// How often a waiting consumer checks for a signal.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
+/// How each item is printed.
+struct Printer {
+    json: bool,
+    escape: bool,
+    terminator: u8,
+}
+
+impl Printer {
+    fn print(
+        &self,
+        out: &mut LineOut,
+        at: Position,
+        next: Position,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        out.line(|buf| {
+            if self.json {
+                let text = std::str::from_utf8(bytes).ok();
+                let item = JsonItem {
+                    position: at,
+                    next,
+                    len: bytes.len(),
+                    text,
+                    base64: text
+                        .is_none()
+                        .then(|| base64::engine::general_purpose::STANDARD.encode(bytes)),
+                };
+                serde_json::to_writer(&mut *buf, &item).map_err(std::io::Error::from)?;
+                buf.push(b'\n');
+            } else if self.escape {
+                write!(buf, "{}", escape_bytes(bytes))?;
+                buf.push(self.terminator);
+            } else {
+                buf.extend_from_slice(bytes);
+                buf.push(self.terminator);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Runs `sbr consume`.
 pub fn run(a: Args) -> CmdResult {
     let name = a.dev.device.clone();
@@ -75,82 +160,195 @@ pub fn run(a: Args) -> CmdResult {
             .map_err(|e| Failure::new(EXIT_FATAL, format!("installing signal handlers: {e}")))?;
     }
     let device = a.dev.open(false)?;
-    let mut consumer = Consumer::attach(device, a.dev.options()).on(&name)?;
-    let stdout = std::io::stdout();
-    let escape = match a.escape.as_str() {
-        "always" => true,
-        "never" => false,
-        _ => stdout.is_terminal(),
+    let options = a.names.apply(a.dev.options());
+    let mut consumer = Consumer::attach(device, options).map_err(|e| a.dev.failure(&e))?;
+    let mut at = match a.from {
+        Some(p) => Position::new(p),
+        None => consumer.position(),
     };
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let terminator = if a.null { b"\0" } else { b"\n" };
+    let terminator = if a.null { 0 } else { b'\n' };
     let max = a.max.unwrap_or(u64::MAX);
-    let mut printed = 0u64;
-    while printed < max && !stop.load(Ordering::Relaxed) {
-        let mut at = consumer.position();
-        let mut in_batch = 0u64;
-        let mut write_error = None;
-        while printed + in_batch < max && in_batch < BATCH_ITEMS {
-            let (next, bytes) = match consumer.peek_bytes(at) {
-                Ok(item) => item,
-                Err(Error::Retry(RetryReason::Empty)) => break,
-                Err(e) => return Err(Failure::ring(&name, &e)),
-            };
-            let written = if a.json {
-                let text = std::str::from_utf8(bytes).ok();
-                let item = JsonItem {
-                    position: at,
-                    next,
-                    len: bytes.len(),
-                    text,
-                    base64: text
-                        .is_none()
-                        .then(|| base64::engine::general_purpose::STANDARD.encode(bytes)),
-                };
-                serde_json::to_writer(&mut out, &item)
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| out.write_all(b"\n"))
-            } else if escape {
-                write!(out, "{}", escape_bytes(bytes)).and_then(|_| out.write_all(terminator))
-            } else {
-                out.write_all(bytes).and_then(|_| out.write_all(terminator))
-            };
-            if let Err(e) = written {
-                write_error = Some(e);
-                break;
+    let mut done = 0u64;
+    let mut last_item = Instant::now();
+    let printer = Printer {
+        json: a.json,
+        escape: match a.escape.as_str() {
+            "always" => true,
+            "never" => false,
+            _ => std::io::stdout().is_terminal(),
+        },
+        terminator,
+    };
+    let mut out = LineOut::stdout();
+    while done < max && !stop.load(Ordering::Relaxed) {
+        let step = match &a.exec {
+            Some(command) => {
+                let per_run = a.batch.unwrap_or(1).min(max - done);
+                let run = collect_run(&mut consumer, at, per_run, command, terminator).on(&name)?;
+                match run {
+                    Some(run) => {
+                        execute(&a, &name, &run, &stop)?;
+                        Some((run.next, run.count as u64))
+                    }
+                    None => None,
+                }
+            }
+            None => print_batch(&mut consumer, &mut out, &printer, at, max - done).on(&name)?,
+        };
+        if let Some((next, n)) = step {
+            if !a.peek {
+                consumer.advance(next).on(&name)?;
             }
             at = next;
-            in_batch += 1;
-        }
-        if write_error.is_none() {
-            if let Err(e) = out.flush() {
-                write_error = Some(e);
-            }
-        }
-        if let Some(e) = write_error {
-            // Nothing of this batch is released: it may not have reached
-            // the reader, so the next consumer delivers it again.
-            if is_broken_pipe(&e) {
-                return Ok(());
-            }
-            return Err(Failure::new(
-                EXIT_FATAL,
-                format!("writing standard output: {e}"),
-            ));
-        }
-        if in_batch > 0 {
-            consumer.advance(at).on(&name)?;
-            printed += in_batch;
+            done += n;
+            last_item = Instant::now();
             continue;
         }
         if !a.follow {
             break;
         }
-        match consumer.wait_for_item(at, Some(SIGNAL_CHECK)) {
+        let mut wait = SIGNAL_CHECK;
+        if let Some(idle) = a.idle_timeout {
+            let left = idle.saturating_sub(last_item.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            wait = wait.min(left);
+        }
+        match consumer.wait_for_item(at, Some(wait)) {
             Ok(()) | Err(Error::Retry(RetryReason::Empty)) => {}
             Err(e) => return Err(Failure::ring(&name, &e)),
         }
     }
-    tracing::info!(items = printed, "consumed");
+    tracing::info!(items = done, "consumed");
     Ok(())
+}
+
+/// What a batch step failed on: the ring, or standard output.
+enum StepError {
+    Ring(Error),
+    Output(std::io::Error),
+}
+
+trait OnStep<T> {
+    fn on(self, device: &str) -> Result<T, Failure>;
+}
+
+impl<T> OnStep<T> for Result<T, StepError> {
+    fn on(self, device: &str) -> Result<T, Failure> {
+        self.map_err(|e| match e {
+            StepError::Ring(e) => Failure::ring(device, &e),
+            // Nothing of this batch is released: it may not have reached
+            // the reader, so the next consumer delivers it again. A reader
+            // that went away (`| head`) is a clean end.
+            StepError::Output(e) => Failure::output(&e),
+        })
+    }
+}
+
+/// Prints up to `limit` items (and at most [`BATCH_ITEMS`]) from `at` and
+/// writes them out; returns the position after them and how many, or
+/// `None` when no item is published at `at`.
+fn print_batch<D: BlockDevice>(
+    consumer: &mut Consumer<D>,
+    out: &mut LineOut,
+    printer: &Printer,
+    mut at: Position,
+    limit: u64,
+) -> Result<Option<(Position, u64)>, StepError> {
+    let mut n = 0u64;
+    while n < limit.min(BATCH_ITEMS) {
+        let (next, bytes) = match consumer.peek_bytes(at) {
+            Ok(item) => item,
+            Err(Error::Retry(RetryReason::Empty)) => break,
+            Err(e) => return Err(StepError::Ring(e)),
+        };
+        printer
+            .print(out, at, next, bytes)
+            .map_err(StepError::Output)?;
+        at = next;
+        n += 1;
+    }
+    out.flush().map_err(StepError::Output)?;
+    Ok((n > 0).then_some((at, n)))
+}
+
+/// Gathers up to `limit` items from `at` as the input of one run of
+/// `command`, or `None` when no item is published at `at`.
+fn collect_run<'c, D: BlockDevice>(
+    consumer: &mut Consumer<D>,
+    at: Position,
+    limit: u64,
+    command: &'c str,
+    terminator: u8,
+) -> Result<Option<Run<'c>>, StepError> {
+    let mut run = Run {
+        command,
+        input: Vec::new(),
+        first: at,
+        next: at,
+        count: 0,
+    };
+    while (run.count as u64) < limit {
+        let (next, bytes) = match consumer.peek_bytes(run.next) {
+            Ok(item) => item,
+            Err(Error::Retry(RetryReason::Empty)) => break,
+            Err(e) => return Err(StepError::Ring(e)),
+        };
+        run.input.extend_from_slice(bytes);
+        run.input.push(terminator);
+        run.next = next;
+        run.count += 1;
+    }
+    Ok((run.count > 0).then_some(run))
+}
+
+/// Runs the command on `run`, retrying as asked; an error once it has
+/// failed for the last time (the items are then not released).
+fn execute(a: &Args, name: &str, run: &Run<'_>, stop: &AtomicBool) -> CmdResult {
+    let mut attempt = 0;
+    loop {
+        let why = match run.once() {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        if attempt < a.retry && !stop.load(Ordering::Relaxed) {
+            attempt += 1;
+            tracing::warn!(command = run.command, position = %run.first, attempt, "{why}; retrying");
+            sleep_unless(stop, a.retry_delay);
+            continue;
+        }
+        let items = if run.count == 1 {
+            format!("the item at position {}", run.first)
+        } else {
+            format!(
+                "{} items at positions {}..{}",
+                run.count, run.first, run.next
+            )
+        };
+        let retried = match attempt {
+            0 => String::new(),
+            1 => " after 1 retry".to_string(),
+            n => format!(" after {n} retries"),
+        };
+        return Err(Failure::new(
+            EXIT_FATAL,
+            format!(
+                "{name}: `{}` {why} on {items}{retried}; not released (the next consumer gets it again)",
+                run.command
+            ),
+        ));
+    }
+}
+
+/// Sleeps for `d`, waking early once `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(SIGNAL_CHECK));
+    }
 }

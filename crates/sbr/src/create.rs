@@ -5,9 +5,12 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use shared_block_ring::{create, format, layout, Created, Geometry};
+use shared_block_ring::{create, layout, Created, Geometry};
 
-use crate::common::{parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_USAGE};
+use crate::common::{
+    outln, parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_USAGE,
+};
+use crate::contents::{self, Found};
 
 /// Arguments of `sbr create`.
 #[derive(clap::Args, Debug)]
@@ -20,9 +23,16 @@ pub struct Args {
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
 
-    /// Overwrite the whole device with zeroes before initialising.
+    /// Overwrite the whole device with zeroes before initialising
+    /// (implies --force).
     #[arg(long)]
     erase: bool,
+
+    /// Initialise a ring even over data that is not zeros, an erase
+    /// pattern or a ring (a filesystem, a partition table, anything):
+    /// without it such a device is refused, naming what was found.
+    #[arg(long)]
+    force: bool,
 
     /// Permissions of a new file, in octal.
     #[arg(long, default_value = "600", value_parser = parse_mode)]
@@ -52,6 +62,12 @@ pub fn run(a: Args) -> CmdResult {
             ));
         };
         make_file(name, size, a.mode)?;
+        let sector_size = a
+            .dev
+            .how
+            .sector_size
+            .unwrap_or(layout::DEFAULT_FILE_SECTOR_SIZE);
+        warn_partial_sector(name, size, sector_size as u64);
     } else if let Some(size) = a.size {
         if !is_uri {
             let actual = std::fs::metadata(name)
@@ -76,20 +92,68 @@ pub fn run(a: Args) -> CmdResult {
     if a.erase {
         crate::erase::confirm_if_ring(&*device, name, a.yes)?;
         crate::erase::erase_with_progress(&*device, name, b"")?;
+    } else if !a.force {
+        refuse_data(&*device, name)?;
     }
     match create(&*device).on(name)? {
-        Created::Created => println!(
-            "created a ring on {name}: capacity {} bytes ({} data sectors of {} bytes)",
+        Created::Created => outln!(
+            "created a ring on {name}: capacity {} bytes ({} data sector{} of {} bytes)",
             geometry.capacity(),
             geometry.data_sectors(),
+            if geometry.data_sectors() == 1 {
+                ""
+            } else {
+                "s"
+            },
             geometry.sector_size()
-        ),
-        Created::AlreadyInitialised => println!(
-            "{name} already holds a ring (capacity {} bytes); nothing changed",
-            geometry.capacity()
-        ),
+        )?,
+        Created::AlreadyInitialised => {
+            // A ring made with another sector size has the same signature:
+            // say so rather than report a wrong capacity.
+            if let Some(hint) = a.dev.sector_size_hint() {
+                return Err(Failure::new(
+                    EXIT_FATAL,
+                    format!(
+                        "{name} already holds a ring, but not with {}-byte sectors: {hint}",
+                        geometry.sector_size()
+                    ),
+                ));
+            }
+            outln!(
+                "{name} already holds a ring (capacity {} bytes); nothing changed",
+                geometry.capacity()
+            )?
+        }
     }
     Ok(())
+}
+
+/// Refuses a device holding something a ring must not overwrite unasked.
+fn refuse_data(device: &dyn shared_block_ring::BlockDevice, name: &str) -> CmdResult {
+    let what = match contents::look(device).on(name)? {
+        Found::Zeros | Found::Pattern | Found::Ring | Found::UnfinishedRing => return Ok(()),
+        Found::Known(what) => format!("it holds {what}"),
+        Found::Data { sector } => format!("it holds non-zero data at sector {sector}"),
+    };
+    Err(Failure::new(
+        EXIT_FATAL,
+        format!(
+            "{name}: refusing to initialise a ring: {what} (pass --force to overwrite it, \
+             or --erase to zero the whole device first)"
+        ),
+    ))
+}
+
+/// Warns when a new file's size leaves a partial sector at its end.
+fn warn_partial_sector(name: &str, size: u64, sector_size: u64) {
+    let rest = size % sector_size;
+    if rest != 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {name}: --size {size} is not a multiple of the {sector_size}-byte sector size; \
+             the last {rest} bytes are not used"
+        );
+    }
 }
 
 /// Creates `path` with `mode` and writes `size` zero bytes to it.
@@ -131,12 +195,4 @@ pub fn make_file(path: &str, size: u64, mode: u32) -> CmdResult {
         b.finish_and_clear();
     }
     Ok(())
-}
-
-/// Whether sector 0 of `device` holds the ring signature.
-pub fn holds_ring(device: &dyn shared_block_ring::BlockDevice) -> bool {
-    let mut sector = shared_block_ring::AlignedBuf::zeroed(device.sector_size());
-    device.sectors() > 0
-        && device.read(0, &mut sector).is_ok()
-        && format::check_signature(&sector).is_ok()
 }

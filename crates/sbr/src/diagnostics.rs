@@ -6,9 +6,11 @@
 use serde_json::json;
 use shared_block_ring::escape::escape_bytes;
 use shared_block_ring::inspect::{inspect, Inspection};
-use shared_block_ring::layout;
 
-use crate::common::{CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use std::time::Duration;
+
+use crate::common::{outln, parse_duration, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use crate::handshake::state_name;
 
 /// Arguments of `sbr diagnostics`.
 #[derive(clap::Args, Debug)]
@@ -23,6 +25,17 @@ pub struct Args {
     /// How many pending items to show.
     #[arg(long, default_value_t = 5)]
     items: usize,
+
+    /// Keep watching: one line (with --json, one object) every INTERVAL
+    /// (default 1s) with the fill level, pending items and bytes, publish
+    /// and release rates, and how long each side has not moved.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "1s",
+          value_parser = parse_duration)]
+    watch: Option<Duration>,
+
+    /// With --watch: stop after N samples.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
 }
 
 /// Payload bytes shown per item.
@@ -32,79 +45,82 @@ const PREVIEW: usize = 48;
 pub fn run(a: Args) -> CmdResult {
     let name = &a.dev.device;
     let device = a.dev.open(true)?;
+    if let Some(interval) = a.watch {
+        return crate::watch::run(&*device, name, interval, a.count, a.json);
+    }
     let describe = device.describe();
     let r = inspect(&*device, a.items, PREVIEW).on(name)?;
-    if a.json {
-        println!("{}", to_json(&r, &describe));
-    } else {
-        print_text(&r, name, &describe);
-    }
     let problems = r.problems();
-    match problems.first() {
-        None => Ok(()),
-        Some(first) => Err(Failure::new(EXIT_FATAL, format!("{name}: {first}"))),
+    // A ring read with the wrong sector size looks corrupt: say so.
+    let hint = if problems.is_empty() {
+        None
+    } else {
+        a.dev.sector_size_hint()
+    };
+    if a.json {
+        outln!("{}", to_json(&r, &describe, hint.as_deref()))?;
+    } else {
+        print_text(&r, name, &describe, hint.as_deref())?;
+    }
+    match (problems.first(), hint) {
+        (None, _) => Ok(()),
+        (Some(first), None) => Err(Failure::new(EXIT_FATAL, format!("{name}: {first}"))),
+        (Some(first), Some(hint)) => {
+            Err(Failure::new(EXIT_FATAL, format!("{name}: {first}; {hint}")))
+        }
     }
 }
 
-fn flag(b: u8) -> &'static str {
-    match b {
-        layout::FLAG_TRUE => "true",
-        layout::FLAG_FALSE => "false",
-        _ => "INVALID",
-    }
-}
-
-fn print_text(r: &Inspection, name: &str, describe: &str) {
+fn print_text(r: &Inspection, name: &str, describe: &str, hint: Option<&str>) -> CmdResult {
     let g = r.geometry;
-    println!("device:      {name}");
-    println!("             {describe}");
-    println!(
+    outln!("device:      {name}")?;
+    outln!("             {describe}")?;
+    outln!(
         "signature:   {}",
         match &r.signature {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("MISSING: {e}"),
         }
-    );
-    println!(
+    )?;
+    outln!(
         "geometry:    {} sectors of {} bytes; {} data sectors; capacity {} bytes",
         g.sectors(),
         g.sector_size(),
         g.data_sectors(),
         g.capacity()
-    );
+    )?;
     match &r.producer {
-        Ok(p) => println!(
+        Ok(p) => outln!(
             "producer:    position {}, suspend_ack {} (flag byte {})",
-            p.position, p.flag, r.producer_flag_byte
-        ),
-        Err(e) => println!("producer:    INVALID: {e}"),
+            p.position,
+            p.flag,
+            r.producer_flag_byte
+        )?,
+        Err(e) => outln!("producer:    INVALID: {e}")?,
     }
     match &r.consumer {
-        Ok(c) => println!(
+        Ok(c) => outln!(
             "consumer:    position {}, suspend {} (flag byte {})",
-            c.position, c.flag, r.consumer_flag_byte
-        ),
-        Err(e) => println!("consumer:    INVALID: {e}"),
+            c.position,
+            c.flag,
+            r.consumer_flag_byte
+        )?,
+        Err(e) => outln!("consumer:    INVALID: {e}")?,
     }
-    println!("producer text: \"{}\"", escape_bytes(&r.producer_text));
-    println!("consumer text: \"{}\"", escape_bytes(&r.consumer_text));
+    outln!("producer text: \"{}\"", escape_bytes(&r.producer_text))?;
+    outln!("consumer text: \"{}\"", escape_bytes(&r.consumer_text))?;
     if let Some(Err(e)) = &r.positions {
-        println!("positions:   INVALID: {e}");
+        outln!("positions:   INVALID: {e}")?;
     }
     if let Some(used) = r.used() {
-        println!(
+        outln!(
             "used:        {used} bytes; free {} bytes",
             g.capacity() - used
-        );
-        let state = if flag(r.producer_flag_byte) == "true" {
-            "suspended"
-        } else if flag(r.consumer_flag_byte) == "true" {
-            "suspend requested, not yet acknowledged"
-        } else {
-            "running"
-        };
-        println!("state:       {state}");
-        println!(
+        )?;
+        if let Some(state) = handshake(r) {
+            outln!("state:       {state}")?;
+        }
+        outln!(
             "pending:     {} items{}",
             r.item_count,
             if r.item_error.is_some() {
@@ -112,36 +128,54 @@ fn print_text(r: &Inspection, name: &str, describe: &str) {
             } else {
                 ""
             }
-        );
+        )?;
         for item in &r.items {
             let more = if item.preview.len() < item.len as usize {
                 "..."
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "  at {} (next {}), {} bytes: \"{}\"{more}",
                 item.position,
                 item.next,
                 item.len,
                 escape_bytes(&item.preview)
-            );
+            )?;
         }
         if let Some(e) = &r.item_error {
-            println!("  INVALID: {e}");
+            outln!("  INVALID: {e}")?;
         }
     }
     let problems = r.problems();
     if problems.is_empty() {
-        println!("verdict:     healthy");
+        outln!("verdict:     healthy")?;
     } else {
         for p in problems {
-            println!("problem:     {p}");
+            outln!("problem:     {p}")?;
         }
     }
+    if let Some(hint) = hint {
+        outln!("hint:        {hint}")?;
+    }
+    Ok(())
 }
 
-fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
+/// The handshake state, with "not yet acknowledged" for a pending
+/// request, when both flags are valid.
+fn handshake(r: &Inspection) -> Option<String> {
+    let (Ok(p), Ok(c)) = (&r.producer, &r.consumer) else {
+        return None;
+    };
+    let name = state_name(c.flag, p.flag);
+    Some(if c.flag == p.flag {
+        name.to_string()
+    } else {
+        format!("{name}, not yet acknowledged by the producer")
+    })
+}
+
+fn to_json(r: &Inspection, describe: &str, hint: Option<&str>) -> serde_json::Value {
     let state = |s: &Result<shared_block_ring::format::State, shared_block_ring::Corruption>,
                  byte: u8,
                  text: &[u8]| {
@@ -161,6 +195,10 @@ fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
         "capacity": r.geometry.capacity(),
         "producer": state(&r.producer, r.producer_flag_byte, &r.producer_text),
         "consumer": state(&r.consumer, r.consumer_flag_byte, &r.consumer_text),
+        "state": match (&r.producer, &r.consumer) {
+            (Ok(p), Ok(c)) => Some(state_name(c.flag, p.flag)),
+            _ => None,
+        },
         "used": r.used(),
         "free": r.used().map(|u| r.geometry.capacity() - u),
         "pending_items": r.item_count,
@@ -170,5 +208,6 @@ fn to_json(r: &Inspection, describe: &str) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "problems": r.problems(),
         "healthy": r.is_healthy(),
+        "hint": hint,
     })
 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use shared_block_ring::BlockDevice;
 
-use crate::common::{CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
+use crate::common::{outln, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL};
 
 /// Arguments of `sbr erase`.
 #[derive(clap::Args, Debug)]
@@ -31,10 +31,10 @@ pub fn run(a: Args) -> CmdResult {
     confirm_if_ring(&*device, name, a.yes)?;
     let pattern = a.pattern.as_deref().unwrap_or("").as_bytes();
     erase_with_progress(&*device, name, pattern)?;
-    println!(
+    outln!(
         "erased {name}: {} bytes",
         device.sectors() * device.sector_size() as u64
-    );
+    )?;
     Ok(())
 }
 
@@ -42,7 +42,7 @@ pub fn run(a: Args) -> CmdResult {
 /// terminal (someone typing, who may have named the wrong device) and
 /// `--yes` was not given.
 pub fn confirm_if_ring(device: &dyn BlockDevice, name: &str, yes: bool) -> CmdResult {
-    if !yes && std::io::stdin().is_terminal() && crate::create::holds_ring(device) {
+    if !yes && std::io::stdin().is_terminal() && crate::contents::holds_ring(device) {
         return Err(Failure::new(
             EXIT_FATAL,
             format!("{name} holds a shared block ring; pass --yes to erase it"),

@@ -11,12 +11,16 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod common;
 mod consume;
+mod contents;
 mod create;
 mod demo;
 mod diagnostics;
 mod erase;
+mod exec;
 mod handshake;
+mod lines;
 mod produce;
+mod watch;
 
 use common::{CmdResult, EXIT_OK};
 
@@ -30,7 +34,8 @@ static ALLOCATOR: bench::alloc::CountingAlloc = bench::alloc::CountingAlloc;
 #[derive(Parser, Debug)]
 #[command(name = "sbr", version, about, long_about = None)]
 struct Cli {
-    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    /// Log to stderr (-v info and warnings, -vv debug, -vvv trace); none by
+    /// default. RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
@@ -90,10 +95,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr only when asked for (-v, or RUST_LOG): by default a
+/// command says what it did on stdout and, on failure, one `error:` line
+/// on stderr, nothing else. Colour only when stderr is a terminal.
 fn init_logging(verbose: u8) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
+        0 => "off",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -102,5 +111,6 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

@@ -9,11 +9,14 @@
 //! `--batch N`, items are published with a full `advance` after every N.
 
 use std::io::{BufRead, BufReader, Read};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use shared_block_ring::{BlockDevice, Error, Producer, RetryReason};
+use shared_block_ring::{Backoff, BlockDevice, Error, Options, Producer, RetryReason, RingState};
 
-use crate::common::{CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_RETRY};
+use crate::common::{CmdResult, DeviceArgs, Failure, Names, OnDevice, EXIT_FATAL, EXIT_RETRY};
 
 /// Arguments of `sbr produce`.
 #[derive(clap::Args, Debug)]
@@ -21,13 +24,8 @@ pub struct Args {
     #[command(flatten)]
     dev: DeviceArgs,
 
-    /// Queue name written into the producer sector.
-    #[arg(long, default_value = "unknown")]
-    queue: String,
-
-    /// Client name written into the producer sector.
-    #[arg(long, default_value = "unknown")]
-    client: String,
+    #[command(flatten)]
+    names: Names,
 
     /// Publish after every N items (and at the end of input). Without it,
     /// each line is published as soon as it is read: lines that arrive
@@ -36,10 +34,18 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     batch: Option<u64>,
 
-    /// When the ring is full, exit with status 75 instead of waiting
-    /// (everything pushed so far is published first).
+    /// When the ring is full, exit with status 75 instead of waiting: the
+    /// ring is filled with as many whole items as fit, they are published,
+    /// and the message says which input lines were published and which
+    /// were read but not published.
     #[arg(long)]
     no_wait: bool,
+
+    /// While the consumer has suspended the ring, wait for it to resume
+    /// (as the producer waits while the ring is full) instead of exiting
+    /// with status 69.
+    #[arg(long)]
+    wait_resume: bool,
 
     /// The byte that ends each item (default: newline), as a character or
     /// an escape: '\n', '\t', '\0', '\x1e'.
@@ -108,29 +114,154 @@ pub(crate) const CHUNK_ITEMS: usize = 16384;
 /// Runs `sbr produce`.
 pub fn run(a: Args) -> CmdResult {
     let name = a.dev.device.clone();
-    let device = a.dev.open(false)?;
-    let options = a.dev.options().queue(&a.queue).client(&a.client);
-    let producer = Producer::attach(device, options).on(&name)?;
+    let device: Arc<dyn BlockDevice> = Arc::from(a.dev.open(false)?);
+    let options = a.names.apply(a.dev.options());
+    let producer = attach(&a.dev, &device, options, a.wait_resume)?;
     let delimiter = if a.null { 0 } else { a.delimiter };
     let max_item = producer.geometry().max_item_len();
     let (tx, rx) = mpsc::sync_channel(2);
     let (recycle_tx, recycle_rx) = mpsc::channel();
-    std::thread::spawn(move || read_items(delimiter, max_item, tx, recycle_rx));
-    let mut feeder = Feeder::new(name, producer, a.batch, a.no_wait);
+    let input = Arc::new(InputCount::default());
+    let reader = {
+        let input = Arc::clone(&input);
+        std::thread::spawn(move || read_items(delimiter, max_item, tx, recycle_rx, &input))
+    };
+    let mut feeder =
+        Feeder::new(name.clone(), producer, a.batch, a.no_wait).wait_resume(a.wait_resume);
     let result = feeder.feed(rx, recycle_tx);
     // Whatever happened, items already pushed are complete: publish them.
     let publish = feeder.publish();
+    if feeder.stopped_full {
+        return Err(full_report(&name, feeder.published, &input, reader));
+    }
     result.and(publish)?;
     tracing::info!(items = feeder.published, "produced");
     Ok(())
+}
+
+/// Attaches the producer; with `wait_resume`, waits while the ring is
+/// suspended (each attempt acknowledges the consumer's request anew).
+fn attach(
+    dev: &DeviceArgs,
+    device: &Arc<dyn BlockDevice>,
+    options: Options,
+    wait_resume: bool,
+) -> Result<Producer<Arc<dyn BlockDevice>>, Failure> {
+    let mut backoff = Backoff::new(RESUME_POLL, None);
+    loop {
+        match Producer::attach(Arc::clone(device), options.clone()) {
+            Err(Error::Suspended) if wait_resume => {
+                backoff.wait_with(|d| device.wait_for_change(d));
+            }
+            r => return r.map_err(|e| dev.failure(&e)),
+        }
+    }
+}
+
+/// How often a producer waiting for a resume looks at the consumer sector
+/// (at least; a change notification wakes it sooner).
+const RESUME_POLL: Duration = Duration::from_millis(100);
+
+/// How often a producer waiting for input looks at the consumer sector.
+const IDLE_LOOK: Duration = Duration::from_millis(100);
+
+/// What the reader thread has taken from standard input, for the report
+/// of `--no-wait`.
+#[derive(Default)]
+struct InputCount {
+    /// Bytes read from standard input.
+    bytes: AtomicU64,
+    /// Lines split off (each an item), and the bytes they took, delimiter
+    /// included.
+    lines: AtomicU64,
+    line_bytes: AtomicU64,
+    /// Set to make the reader stop reading.
+    stop: AtomicBool,
+}
+
+/// Standard input, counted.
+struct Counted<'a, R> {
+    inner: R,
+    count: &'a InputCount,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.count.stop.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        self.count.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The message of `--no-wait` on a full ring: exactly which input lines
+/// were published and which were read but not published.
+fn full_report(
+    name: &str,
+    published: u64,
+    input: &InputCount,
+    reader: std::thread::JoinHandle<()>,
+) -> Failure {
+    // Stop the reader and let it finish the line in hand, so that the
+    // counts no longer move (a reader blocked on a silent input has read
+    // nothing more, and is left behind).
+    input.stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let lines = input.lines.load(Ordering::Relaxed);
+    let extra = input
+        .bytes
+        .load(Ordering::Relaxed)
+        .saturating_sub(input.line_bytes.load(Ordering::Relaxed));
+    let done = match published {
+        0 => "no line was published".to_string(),
+        1 => "line 1 was published (1 item)".to_string(),
+        n => format!("lines 1 to {n} were published ({n} items)"),
+    };
+    let mut left = match lines - published.min(lines) {
+        0 => String::new(),
+        1 => format!("line {}", published + 1),
+        _ => format!("lines {} to {lines}", published + 1),
+    };
+    if extra > 0 {
+        let partial = format!("{extra} bytes of line {}", lines + 1);
+        left = if left.is_empty() {
+            partial
+        } else {
+            format!("{left} and {partial}")
+        };
+    }
+    let left = if left.is_empty() {
+        "nothing else was read".to_string()
+    } else {
+        format!("{left} were read but not published")
+    };
+    Failure::new(
+        EXIT_RETRY,
+        format!("{name}: the ring is full: {done}; {left}"),
+    )
 }
 
 /// The reader thread: splits standard input at `delimiter` into chunks.
 /// A chunk is sent when it is full, or when everything read so far has
 /// been split (the next read may block), so a slow writer's lines are not
 /// held back.
-fn read_items(delimiter: u8, max_item: u64, tx: SyncSender<Input>, recycle: Receiver<Chunk>) {
-    let mut input = BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+fn read_items(
+    delimiter: u8,
+    max_item: u64,
+    tx: SyncSender<Input>,
+    recycle: Receiver<Chunk>,
+    counts: &InputCount,
+) {
+    let stdin = Counted {
+        inner: std::io::stdin().lock(),
+        count: counts,
+    };
+    let mut input = BufReader::with_capacity(1 << 20, stdin);
     let mut chunk = Chunk::default();
     let mut count = 0u64;
     loop {
@@ -151,6 +282,8 @@ fn read_items(delimiter: u8, max_item: u64, tx: SyncSender<Input>, recycle: Rece
             break;
         }
         count += 1;
+        counts.lines.store(count, Ordering::Relaxed);
+        counts.line_bytes.fetch_add(n as u64, Ordering::Relaxed);
         if chunk.bytes.last() == Some(&delimiter) {
             chunk.bytes.pop();
         }
@@ -193,6 +326,10 @@ pub(crate) struct Feeder<D: BlockDevice> {
     unpublished: u64,
     /// Items published so far.
     published: u64,
+    /// Wait while the ring is suspended, instead of failing.
+    wait_resume: bool,
+    /// Set when `--no-wait` stopped at a full ring.
+    stopped_full: bool,
 }
 
 impl<D: BlockDevice> Feeder<D> {
@@ -212,7 +349,16 @@ impl<D: BlockDevice> Feeder<D> {
             no_wait,
             unpublished: 0,
             published: 0,
+            wait_resume: false,
+            stopped_full: false,
         }
+    }
+
+    /// Whether to wait while the ring is suspended (`--wait-resume`)
+    /// instead of failing with [`Error::Suspended`].
+    pub(crate) fn wait_resume(mut self, wait: bool) -> Feeder<D> {
+        self.wait_resume = wait;
+        self
     }
 
     /// Pushes and publishes what `rx` brings until it is closed; sends each
@@ -225,9 +371,9 @@ impl<D: BlockDevice> Feeder<D> {
                     // The input paused: publish what is pending before
                     // waiting for more.
                     self.publish()?;
-                    match rx.recv() {
-                        Ok(input) => input,
-                        Err(_) => return Ok(()),
+                    match self.idle(&rx)? {
+                        Some(input) => input,
+                        None => return Ok(()),
                     }
                 }
                 Err(TryRecvError::Disconnected) => return Ok(()),
@@ -254,6 +400,23 @@ impl<D: BlockDevice> Feeder<D> {
                         format!("reading standard input: {e}"),
                     ))
                 }
+            }
+        }
+    }
+
+    /// Waits for more input; meanwhile looks at the consumer sector every
+    /// [`IDLE_LOOK`], so that a suspend or resume request is acknowledged
+    /// while the input is quiet (a producer otherwise looks only when it
+    /// pushes, and `sbr suspend --wait` would wait for the next line).
+    /// `None` at the end of the input.
+    fn idle(&mut self, rx: &Receiver<Input>) -> Result<Option<Input>, Failure> {
+        loop {
+            match rx.recv_timeout(IDLE_LOOK) {
+                Ok(input) => return Ok(Some(input)),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.producer.state().on(&self.name)?;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
             }
         }
     }
@@ -298,15 +461,13 @@ impl<D: BlockDevice> Feeder<D> {
                     // The consumer cannot free space it cannot see.
                     self.publish()?;
                     if self.no_wait {
-                        return Err(Failure::new(
-                            EXIT_RETRY,
-                            format!(
-                                "{}: the ring is full; {} items published, the rest of the input was not read",
-                                self.name, self.published
-                            ),
-                        ));
+                        return Err(self.fill_and_stop(chunk, from, to));
                     }
                     self.producer.pause(&mut backoff);
+                }
+                Err(Error::Suspended) if self.wait_resume => {
+                    self.publish()?;
+                    self.wait_for_resume()?;
                 }
                 Err(Error::TooLarge { .. }) if to - from > 1 => {
                     // The group is larger than the ring: one by one.
@@ -318,6 +479,34 @@ impl<D: BlockDevice> Feeder<D> {
                 Err(e) => return Err(Failure::ring(&self.name, &e)),
             }
         }
+    }
+
+    /// `--no-wait` on a full ring: pushes items `from..to` one at a time
+    /// while whole items fit, publishes them, and returns the failure that
+    /// stops the feed.
+    fn fill_and_stop(&mut self, chunk: &Chunk, from: usize, to: usize) -> Failure {
+        self.stopped_full = true;
+        for item in chunk.items(from, to) {
+            match self.producer.push(item) {
+                Ok(_) => self.unpublished += 1,
+                Err(Error::Retry(RetryReason::Full)) => break,
+                Err(e) => return Failure::ring(&self.name, &e),
+            }
+        }
+        match self.publish() {
+            Ok(()) => Failure::new(EXIT_RETRY, format!("{}: the ring is full", self.name)),
+            Err(f) => f,
+        }
+    }
+
+    /// Waits until the consumer resumes the ring (looking at its sector,
+    /// which acknowledges the request).
+    fn wait_for_resume(&mut self) -> CmdResult {
+        let mut backoff = Backoff::new(RESUME_POLL, None);
+        while self.producer.state().on(&self.name)? == RingState::Suspended {
+            self.producer.pause(&mut backoff);
+        }
+        Ok(())
     }
 
     /// Publishes everything pushed, durably.

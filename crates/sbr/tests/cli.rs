@@ -1,55 +1,12 @@
 //! The real `sbr` binary: every command, exit status and error message.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SBR: &str = env!("CARGO_BIN_EXE_sbr");
+mod common;
 
-fn dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("cli-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
-fn sbr(args: &[&str]) -> Command {
-    let mut c = Command::new(SBR);
-    c.args(args).env_remove("RUST_LOG");
-    c
-}
-
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = sbr(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{code, dir, new_ring, run, sbr, stderr, stdout, wait_timeout, SBR};
 
 /// Asserts a failure: status, one `error:` line naming the device, and a cause.
 fn assert_error(o: &Output, status: i32, device: &str, cause: &str) {
@@ -60,13 +17,6 @@ fn assert_error(o: &Output, status: i32, device: &str, cause: &str) {
     assert!(lines[0].starts_with("error: "), "{err}");
     assert!(lines[0].contains(device), "names {device}: {err}");
     assert!(lines[0].contains(cause), "says {cause:?}: {err}");
-}
-
-fn new_ring(d: &Path, name: &str, size: &str) -> String {
-    let path = d.join(name).display().to_string();
-    let o = run(&["create", &path, "--size", size], b"");
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    path
 }
 
 #[test]
@@ -427,20 +377,6 @@ fn concurrent_produce_and_consume_move_100000_lines_in_order() {
     assert!(c.stdout == input, "output differs from input");
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("child did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn consume_follow_killed_with_sigterm_loses_and_duplicates_nothing() {
     let d = dir();
@@ -474,7 +410,11 @@ fn consume_follow_killed_with_sigterm_loses_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(5 + (rng >> 33) % 40));
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let status = wait_timeout(&mut c, Duration::from_secs(10));
+        let status = wait_timeout(
+            &mut c,
+            Duration::from_secs(10),
+            "sbr consume --follow after SIGTERM",
+        );
         let out = reader.join().unwrap();
         // A signal that lands before the handlers are installed (during
         // start-up) kills the process before it has printed anything.
@@ -588,7 +528,18 @@ fn bad_inputs_print_the_library_error_after_the_device_name() {
         args.extend_from_slice(extra);
         let o = run(&args, b"");
         assert_eq!(code(&o), 1, "{what}");
-        assert_eq!(stderr(&o), format!("error: {p}: {lib_error}\n"), "{what}");
+        // A ring opened with the wrong sector size: the size it was made
+        // with is named after the library's words.
+        let hint = if what == "wrong sector size" {
+            "; the ring's state is valid with 512-byte sectors: pass --sector-size 512"
+        } else {
+            ""
+        };
+        assert_eq!(
+            stderr(&o),
+            format!("error: {p}: {lib_error}{hint}\n"),
+            "{what}"
+        );
     }
     // Refused before the device is used at all.
     let o = run(&["consume", &base, "--sector-size", "1000"], b"");
@@ -608,4 +559,106 @@ fn bad_inputs_print_the_library_error_after_the_device_name() {
              the minimum size is 4 sectors\n"
         )
     );
+}
+
+/// Runs `sbr args` with no input, failing the test if it takes more than
+/// `limit` (a command blocked in open(2) on a FIFO would hang for ever).
+fn run_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = sbr(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_timeout(&mut child, limit, &format!("sbr {args:?}"));
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn directories_fifos_and_character_devices_are_named_and_never_block() {
+    let d = dir();
+    let fifo = d.path().join("ring.fifo");
+    let c_path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path, which lives for the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let fifo = fifo.display().to_string();
+    let dir_path = d.path().display().to_string();
+    let cases = [
+        (dir_path.as_str(), "it is a directory"),
+        (fifo.as_str(), "it is a FIFO (named pipe)"),
+        ("/dev/null", "it is a character device"),
+    ];
+    for (path, what) in cases {
+        for cmd in ["diagnostics", "consume", "produce", "suspend"] {
+            let o = run_within(&[cmd, path], Duration::from_secs(20));
+            assert_error(&o, 1, path, what);
+            assert!(
+                stderr(&o).contains("a ring needs a regular file or a block device"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+}
+
+fn state_line(ring: &str) -> String {
+    let o = run(&["diagnostics", ring], b"");
+    stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("state:"))
+        .unwrap_or("no state line")
+        .to_string()
+}
+
+#[test]
+fn every_handshake_state_is_shown_and_repeating_a_pending_request_succeeds() {
+    let d = dir();
+    let ring = new_ring(d.path(), "r.img", "64KiB");
+    assert_eq!(state_line(&ring), "state:       running");
+    let o = run(&["suspend", &ring], b"");
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: suspend requested; the producer has not acknowledged it yet\n")
+    );
+    assert_eq!(
+        state_line(&ring),
+        "state:       suspend requested, not yet acknowledged by the producer"
+    );
+    let o = run(&["suspend", &ring], b"");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: suspend already requested; the producer has not acknowledged it yet\n")
+    );
+    // A producer attaching acknowledges and exits 69.
+    assert_eq!(code(&run(&["produce", &ring], b"x\n")), 69);
+    assert_eq!(state_line(&ring), "state:       suspended");
+    let o = run(&["resume", &ring], b"");
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: resume requested; the producer has not acknowledged it yet\n")
+    );
+    assert_eq!(
+        state_line(&ring),
+        "state:       resume requested, not yet acknowledged by the producer"
+    );
+    let o = run(&["resume", &ring], b"");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{ring}: resume already requested; the producer has not acknowledged it yet\n")
+    );
+    let o = run(&["resume", &ring, "--wait", "--timeout", "200ms"], b"");
+    assert_error(&o, 75, &ring, "did not acknowledge the resume request in time; it stays requested (state: resume requested)");
+    // The opposite request must wait for the acknowledgement.
+    let o = run(&["suspend", &ring], b"");
+    assert_error(&o, 75, &ring, "cannot suspend yet");
+    let v: serde_json::Value =
+        serde_json::from_slice(&run(&["diagnostics", &ring, "--json"], b"").stdout).unwrap();
+    assert_eq!(v["state"], "resume requested");
+    // The next producer acknowledges the resume and pushes.
+    let o = run(&["produce", &ring], b"more\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(state_line(&ring), "state:       running");
+    assert_eq!(stdout(&run(&["consume", &ring], b"")), "more\n");
 }

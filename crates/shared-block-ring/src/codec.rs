@@ -4,6 +4,39 @@
 //! and from those bytes, as the original's `Item` module did. [`Bytes`] (the
 //! default) and [`Utf8`] are built in; [`Json`] carries any serde type
 //! (feature `json`, on by default).
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use shared_block_ring::{create, Consumer, Json, MemDevice, Options, Producer, Utf8};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! struct Job {
+//!     id: u32,
+//!     name: String,
+//! }
+//!
+//! # fn main() -> Result<(), shared_block_ring::Error> {
+//! let disk = MemDevice::new(512, 64);
+//! create(&disk)?;
+//! let mut jobs = Producer::attach_with_codec(disk.clone(), Json::<Job>::new(), Options::new())?;
+//! let end = jobs.push(&Job { id: 7, name: "resize vm1".into() })?;
+//! jobs.advance(end)?;
+//! let mut worker = Consumer::attach_with_codec(disk.clone(), Json::<Job>::new(), Options::new())?;
+//! let (next, job) = worker.pop()?;
+//! assert_eq!(job, Job { id: 7, name: "resize vm1".into() });
+//! worker.advance(next)?;
+//! drop((jobs, worker));
+//!
+//! // Strings: push &str, pop String; bytes that are not UTF-8 are a
+//! // codec error, not a panic.
+//! let mut p = Producer::attach_with_codec(disk.clone(), Utf8, Options::new())?;
+//! let end = p.push("héllo")?;
+//! p.advance(end)?;
+//! let mut c = Consumer::attach_with_codec(disk, Utf8, Options::new())?;
+//! assert_eq!(c.pop()?.1, "héllo");
+//! # Ok(())
+//! # }
+//! ```
 
 use crate::error::CodecError;
 

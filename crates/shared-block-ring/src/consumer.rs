@@ -21,6 +21,36 @@ use crate::ring::{Durability, Link, Options, RingState};
 /// it knows to be published, and then reads all the new data it can (up to
 /// the read-ahead) in one contiguous read, two at the wrap. Items are then
 /// handed out from memory.
+///
+/// ```
+/// use shared_block_ring::{create, Consumer, FileDevice, Options, Producer};
+///
+/// # fn main() -> Result<(), shared_block_ring::Error> {
+/// # let file = tempfile::NamedTempFile::new_in(".").unwrap(); // O_DIRECT works here
+/// # file.as_file().set_len(64 * 1024).unwrap();
+/// # let path = file.path();
+/// create(&FileDevice::open(path)?)?;
+/// let mut producer = Producer::attach(FileDevice::open(path)?, Options::new())?;
+/// let end = producer.push_many([&b"a"[..], b"b", b"c"])?;
+/// producer.advance(end)?;
+///
+/// let mut consumer = Consumer::attach(FileDevice::open(path)?, Options::new())?;
+/// let (next, item) = consumer.pop()?; // a peek: nothing is released yet
+/// assert_eq!(item, b"a");
+/// let (after_b, item) = consumer.pop_from(next)?; // look further ahead
+/// assert_eq!(item, b"b");
+/// consumer.advance(after_b)?; // releases a and b, durably
+/// // Everything published now, in one pass:
+/// let (end, all) = consumer.fold(consumer.position(), Vec::new(), |mut v, item| {
+///     v.push(item);
+///     v
+/// })?;
+/// assert_eq!(all, [b"c".to_vec()]);
+/// consumer.advance(end)?;
+/// assert!(consumer.pop().unwrap_err().is_retry()); // empty
+/// # Ok(())
+/// # }
+/// ```
 pub struct Consumer<D: BlockDevice, C: Codec = Bytes> {
     link: Link<D>,
     codec: C,
@@ -132,6 +162,28 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// acknowledged); the producer acknowledges the next time it looks, and
     /// [`state`](Self::state) then reports [`RingState::Suspended`].
     ///
+    /// ```
+    /// use shared_block_ring::{create, Consumer, Error, MemDevice, Options, Producer, RingState};
+    ///
+    /// # fn main() -> Result<(), Error> {
+    /// let disk = MemDevice::new(512, 16);
+    /// create(&disk)?;
+    /// let mut producer = Producer::attach(disk.clone(), Options::new())?;
+    /// let mut consumer = Consumer::attach(disk, Options::new())?;
+    ///
+    /// consumer.suspend()?; // requested
+    /// assert_eq!(consumer.state()?, RingState::Running); // not yet acknowledged
+    /// assert_eq!(producer.state()?, RingState::Suspended); // the producer looks, and acknowledges
+    /// assert!(matches!(producer.push(b"x"), Err(Error::Suspended)));
+    /// assert_eq!(consumer.state()?, RingState::Suspended);
+    ///
+    /// consumer.resume()?;
+    /// assert_eq!(producer.state()?, RingState::Running);
+    /// producer.push(b"x")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Retry`] while the previous request is unacknowledged; a
     /// device error.
@@ -199,6 +251,29 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
 
     /// Like [`pop`](Self::pop), but when the ring is empty, polls (with
     /// adaptive backoff) until an item is published or `timeout` passes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shared_block_ring::{create, Consumer, MemDevice, Options, Producer};
+    ///
+    /// # fn main() -> Result<(), shared_block_ring::Error> {
+    /// let disk = MemDevice::new(512, 16);
+    /// create(&disk)?;
+    /// let mut consumer = Consumer::attach(disk.clone(), Options::new())?;
+    /// // Empty: gives up with Retry after the timeout.
+    /// assert!(consumer.pop_wait(Some(Duration::from_millis(10))).unwrap_err().is_retry());
+    /// let producer = std::thread::spawn(move || -> Result<(), shared_block_ring::Error> {
+    ///     let mut p = Producer::attach(disk, Options::new())?;
+    ///     let end = p.push(b"late")?;
+    ///     p.advance(end)
+    /// });
+    /// let (next, item) = consumer.pop_wait(Some(Duration::from_secs(10)))?;
+    /// assert_eq!(item, b"late");
+    /// consumer.advance(next)?;
+    /// producer.join().unwrap()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// As [`pop`](Self::pop); [`Error::Retry`] only after the timeout.

@@ -162,6 +162,68 @@ pub fn inspect<D: BlockDevice + ?Sized>(
     Ok(inspection)
 }
 
+/// Finds the sector size a ring on `device` was made with, when it is not
+/// the device's: the smallest supported size, other than
+/// `device.sector_size()`, at which sector 0 holds the signature, both
+/// state sectors decode, and their positions fit the capacity. `None` when
+/// there is no such size.
+///
+/// A ring read with the wrong sector size looks corrupt (sector 1 is then
+/// some other part of the device, usually with a zero flag byte); this
+/// tells that apart from real damage, so a tool can suggest the right size.
+///
+/// ```
+/// use shared_block_ring::{create, inspect, MemDevice};
+///
+/// let disk = MemDevice::new(4096, 16); // a ring made with 4096-byte sectors
+/// create(&disk).unwrap();
+/// // The same bytes seen as 512-byte sectors:
+/// let as_512 = MemDevice::new(512, 128);
+/// as_512.with_bytes_mut(|b| b.copy_from_slice(&disk.to_vec()));
+/// assert_eq!(inspect::detect_sector_size(&as_512).unwrap(), Some(4096));
+/// assert_eq!(inspect::detect_sector_size(&disk).unwrap(), None);
+/// ```
+///
+/// # Errors
+/// A device read error.
+pub fn detect_sector_size<D: BlockDevice + ?Sized>(device: &D) -> Result<Option<usize>> {
+    let ss = device.sector_size();
+    let bytes = device.sectors().saturating_mul(ss as u64);
+    // Enough for three sectors of the largest size, if the device has it.
+    let want = (3 * layout::MAX_SECTOR_SIZE as u64).min(bytes) as usize;
+    let mut head = AlignedBuf::zeroed(want / ss * ss);
+    if head.is_empty() {
+        return Ok(None);
+    }
+    device
+        .read(0, &mut head)
+        .map_err(|e| Error::io(IoOp::Read, 0, e))?;
+    let mut size = layout::MIN_SECTOR_SIZE;
+    while size <= layout::MAX_SECTOR_SIZE {
+        if size != ss && 3 * size <= head.len() && fits(&head, size, bytes / size as u64) {
+            return Ok(Some(size));
+        }
+        size *= 2;
+    }
+    Ok(None)
+}
+
+/// Whether `head` holds a valid ring's first three sectors at `size`.
+fn fits(head: &[u8], size: usize, sectors: u64) -> bool {
+    let Ok(geometry) = Geometry::new(size, sectors) else {
+        return false;
+    };
+    let sector = |n: usize| &head[n * size..(n + 1) * size];
+    let (Ok(p), Ok(c)) = (
+        format::decode_state(Side::Producer, sector(1)),
+        format::decode_state(Side::Consumer, sector(2)),
+    ) else {
+        return false;
+    };
+    format::check_signature(sector(0)).is_ok()
+        && format::check_positions(p.position, c.position, geometry.capacity()).is_ok()
+}
+
 /// Reads published stream bytes in chunks of up to 1 MiB.
 struct StreamReader<'d, D: ?Sized> {
     device: &'d D,
@@ -265,6 +327,30 @@ mod tests {
         assert!(problems[0].contains("all zero"));
         assert!(problems[1].contains("sector 1 byte 8"));
         assert!(problems[2].contains("sector 2 byte 8"));
+    }
+
+    #[test]
+    fn the_sector_size_of_a_ring_is_found_from_either_side() {
+        for (made, seen) in [(512, 4096), (4096, 512), (1024, 512), (512, 2048)] {
+            let bytes = 64 * 1024;
+            let disk = MemDevice::new(made, (bytes / made) as u64);
+            create(&disk).unwrap();
+            let mut p = Producer::attach(disk.clone(), Options::new()).unwrap();
+            let end = p.push(b"item").unwrap();
+            p.advance(end).unwrap();
+            let other = MemDevice::new(seen, (bytes / seen) as u64);
+            other.with_bytes_mut(|b| b.copy_from_slice(&disk.to_vec()));
+            assert_eq!(
+                detect_sector_size(&other).unwrap(),
+                Some(made),
+                "{made} seen as {seen}"
+            );
+            assert_eq!(detect_sector_size(&disk).unwrap(), None);
+        }
+        // Not a ring at any size.
+        assert_eq!(detect_sector_size(&MemDevice::new(512, 64)).unwrap(), None);
+        // Too small for the larger sizes: still no panic.
+        assert_eq!(detect_sector_size(&MemDevice::new(512, 4)).unwrap(), None);
     }
 
     #[test]

@@ -24,6 +24,30 @@ use crate::ring::{self, Created, Durability, Link, Options, RingState};
 /// a push that ends in the very sector where the consumer's unread data
 /// begins (the ring is within one sector of full): that sector is read once
 /// so the unread bytes are written back unchanged.
+///
+/// ```
+/// use shared_block_ring::{create, Error, FileDevice, Options, Producer};
+///
+/// # fn main() -> Result<(), Error> {
+/// # let file = tempfile::NamedTempFile::new_in(".").unwrap(); // O_DIRECT works here
+/// # file.as_file().set_len(64 * 1024).unwrap();
+/// # let path = file.path();
+/// create(&FileDevice::open(path)?)?;
+/// let mut producer = Producer::attach(FileDevice::open(path)?, Options::new().queue("jobs"))?;
+/// producer.push(b"one")?;
+/// let end = producer.push_many([&b"two"[..], b"three"])?; // one device write
+/// producer.advance(end)?; // all three visible to the consumer, and durable
+/// assert_eq!(producer.published(), end);
+///
+/// // A full ring is not an error to give up on: retry once the consumer
+/// // has released space (push_wait does that for you).
+/// match producer.push(&vec![0u8; 1 << 20]) {
+///     Err(Error::TooLarge { .. }) => {} // never fits in this 64 KiB ring
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     link: Link<D>,
     codec: C,
@@ -229,6 +253,32 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
 
     /// Like [`push`](Self::push), but when the ring is full, polls (with
     /// adaptive backoff) until there is room or `timeout` passes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shared_block_ring::{create, Consumer, MemDevice, Options, Producer};
+    ///
+    /// # fn main() -> Result<(), shared_block_ring::Error> {
+    /// let disk = MemDevice::new(512, 4); // one data sector: 512 bytes
+    /// create(&disk)?;
+    /// let mut producer = Producer::attach(disk.clone(), Options::new())?;
+    /// let end = producer.push(&[1u8; 400])?;
+    /// producer.advance(end)?;
+    /// // Full: waits at most 10 ms, then gives up with Retry.
+    /// let e = producer.push_wait(&[2u8; 400], Some(Duration::from_millis(10))).unwrap_err();
+    /// assert!(e.is_retry());
+    /// // A consumer in another thread makes room; push_wait returns then.
+    /// let consumer = std::thread::spawn(move || -> Result<(), shared_block_ring::Error> {
+    ///     let mut c = Consumer::attach(disk, Options::new())?;
+    ///     let (next, _) = c.pop_wait(Some(Duration::from_secs(10)))?;
+    ///     c.advance(next)
+    /// });
+    /// let end = producer.push_wait(&[2u8; 400], Some(Duration::from_secs(10)))?;
+    /// producer.advance(end)?;
+    /// consumer.join().unwrap()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// As [`push`](Self::push); [`Error::Retry`] only after the timeout.

@@ -104,13 +104,15 @@ fn rows() -> Vec<(&'static str, Error)> {
 #[test]
 fn the_bad_input_table_quotes_every_error_exactly() {
     let rows = rows();
+    assert_table_quotes(rows.iter().map(|(what, e)| (*what, e.to_string())));
+}
+
+/// Fails unless the table has a row `| what | `text` | ...` for each.
+fn assert_table_quotes<'a>(rows: impl Iterator<Item = (&'a str, String)>) {
     let mut missing = Vec::new();
-    for (what, e) in &rows {
-        let text = e.to_string();
-        // The table row: | what | `text` | ...
+    for (what, text) in rows {
         let row = format!("| {what} |");
-        let line = DOC.lines().find(|l| l.starts_with(&row));
-        match line {
+        match DOC.lines().find(|l| l.starts_with(&row)) {
             Some(l) if l.contains(&format!("`{text}`")) => {}
             _ => missing.push(format!("{row} `{text}` |")),
         }
@@ -166,4 +168,40 @@ fn a_device_failing_reads_fails_every_read_path_then_recovers() {
     assert!(p.state().unwrap_err().is_io());
     failing.clear_faults();
     assert_eq!(c.pop().unwrap().1, b"hello");
+}
+
+/// Paths that are neither a regular file nor a block device: refused by
+/// type before anything is opened for I/O (a FIFO would otherwise block in
+/// `open` until a writer came, and a directory would be misreported as a
+/// filesystem without O_DIRECT). The table quotes each error with the path
+/// written as PATH.
+#[test]
+fn other_file_types_are_named_in_the_table_and_never_block() {
+    let dir = tempfile::tempdir_in(common::test_dir()).unwrap();
+    let fifo = dir.path().join("ring.fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+    )
+    .unwrap();
+    let rows = [
+        ("a directory", dir.path().to_path_buf()),
+        ("a FIFO (named pipe)", fifo),
+        ("a character device", std::path::PathBuf::from("/dev/null")),
+    ];
+    let mut found = Vec::new();
+    for (what, path) in rows {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(FileDevice::open(&p).err().map(|e| e.to_string()));
+        });
+        let text = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("opening {what} blocked for 10 s"))
+            .unwrap_or_else(|| panic!("{what} was accepted as a device"));
+        found.push((what, text.replace(&path.display().to_string(), "PATH")));
+    }
+    assert_table_quotes(found.into_iter());
 }

@@ -46,7 +46,8 @@ impl FileOptions {
     ///
     /// Buffered I/O (`false`) is only coherent between processes on the
     /// same host: a reader on another host sharing the disk would see stale
-    /// pages. It exists for filesystems that refuse O_DIRECT, such as tmpfs.
+    /// pages. It exists for filesystems that refuse O_DIRECT (tmpfs before
+    /// Linux 6.6, some FUSE and network filesystems).
     pub fn direct(mut self, direct: bool) -> FileOptions {
         self.direct = direct;
         self
@@ -75,6 +76,26 @@ impl FileOptions {
 /// sharing a LUN) see each other's writes without page-cache incoherence.
 /// [`write_durable`](BlockDevice::write_durable) uses `pwritev2(RWF_DSYNC)`,
 /// one system call that returns once the data is on stable storage.
+///
+/// ```
+/// use shared_block_ring::{create, BlockDevice, Error, FileDevice, FileOptions};
+///
+/// # fn main() -> Result<(), Error> {
+/// # let file = tempfile::NamedTempFile::new_in(".").unwrap(); // O_DIRECT works here
+/// # file.as_file().set_len(1 << 20).unwrap();
+/// # let path = file.path();
+/// let device = FileDevice::open(path)?; // O_DIRECT, 512-byte sectors for a file
+/// assert_eq!((device.sector_size(), device.sectors()), (512, 2048));
+/// create(&device)?;
+/// // Another sector size (both sides must use the same), read-only:
+/// let ro = FileDevice::open_with(path, &FileOptions::new().sector_size(4096).read_only(true))?;
+/// assert_eq!(ro.sectors(), 256);
+/// // What is not a regular file or a block device is named, not opened:
+/// let e = FileDevice::open(std::env::temp_dir()).err().unwrap();
+/// assert!(e.to_string().contains("it is a directory"));
+/// # Ok(())
+/// # }
+/// ```
 pub struct FileDevice {
     file: File,
     path: PathBuf,
@@ -113,27 +134,37 @@ impl FileDevice {
             path: path.clone(),
             source,
         };
+        // Look before opening: opening a FIFO waits for a writer, and a
+        // directory or a FIFO refuses O_DIRECT with the EINVAL that
+        // otherwise means "this filesystem has no direct I/O".
+        let meta = std::fs::metadata(&path).map_err(open_err)?;
+        check_file_type(meta.file_type()).map_err(open_err)?;
         let mut oo = OpenOptions::new();
         oo.read(true).write(!options.read_only);
+        // O_NONBLOCK: should the path become a FIFO after the look, the
+        // open still returns at once (and the type is checked again).
+        let mut flags = libc::O_NONBLOCK;
         if options.direct {
-            oo.custom_flags(libc::O_DIRECT);
+            flags |= libc::O_DIRECT;
         }
+        oo.custom_flags(flags);
         let file = oo
             .open(&path)
             .map_err(|e| open_error(&path, e, options.direct))?;
         let meta = file.metadata().map_err(open_err)?;
+        check_file_type(meta.file_type()).map_err(open_err)?;
+        // Regular files and block devices ignore O_NONBLOCK for I/O; it is
+        // cleared anyway so that the descriptor is an ordinary one.
+        let fl = rustix::fs::fcntl_getfl(&file).map_err(|e| open_err(e.into()))?;
+        rustix::fs::fcntl_setfl(&file, fl - rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| open_err(e.into()))?;
         let block_device = meta.file_type().is_block_device();
         let (native_sector, bytes) = if block_device {
             let logical =
                 rustix::fs::ioctl_blksszget(&file).map_err(|e| open_err(e.into()))? as usize;
             (logical, block_device_bytes(&file).map_err(open_err)?)
-        } else if meta.file_type().is_file() {
-            (layout::DEFAULT_FILE_SECTOR_SIZE, meta.len())
         } else {
-            return Err(open_err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file or a block device",
-            )));
+            (layout::DEFAULT_FILE_SECTOR_SIZE, meta.len())
         };
         // Any size suits a regular file; a block device does I/O in whole
         // logical blocks.
@@ -225,6 +256,28 @@ impl FileDevice {
             Ok(fl)
         }
     }
+}
+
+/// Refuses anything but a regular file or a block device, naming what it
+/// is.
+fn check_file_type(t: std::fs::FileType) -> io::Result<()> {
+    let what = if t.is_file() || t.is_block_device() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        "neither a regular file nor a block device"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("it is {what}; a ring needs a regular file or a block device"),
+    ))
 }
 
 /// Names the failure to open `path`: a filesystem that refuses O_DIRECT
@@ -500,6 +553,46 @@ mod tests {
         // Woken by the write, long before the timeout.
         assert!(waiter.wait_for_change(Duration::from_secs(30)));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn other_file_types_are_named_and_a_fifo_never_blocks() {
+        let dir = tempfile::tempdir_in(crate::test_dir()).unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap();
+        let cases = [
+            (dir.path().to_path_buf(), "a directory"),
+            (fifo, "a FIFO (named pipe)"),
+            (PathBuf::from("/dev/null"), "a character device"),
+        ];
+        for (path, what) in cases {
+            for read_only in [true, false] {
+                // A FIFO with no writer would block a plain open for ever:
+                // the open runs in a thread with a deadline.
+                let (tx, rx) = std::sync::mpsc::channel();
+                let p = path.clone();
+                std::thread::spawn(move || {
+                    let r = FileDevice::open_with(&p, &FileOptions::new().read_only(read_only));
+                    let _ = tx.send(r.err().map(|e| e.to_string()));
+                });
+                let e = rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .unwrap_or_else(|_| panic!("opening {} blocked", path.display()))
+                    .expect("refused");
+                assert_eq!(
+                    e,
+                    format!(
+                        "cannot open {}: it is {what}; a ring needs a regular file or a block device",
+                        path.display()
+                    )
+                );
+            }
+        }
     }
 
     #[test]

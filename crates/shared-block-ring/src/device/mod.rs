@@ -134,6 +134,26 @@ pub trait BlockDevice: Send + Sync {
 /// A spec of the form `scheme://...` is always taken as a URI, never as a
 /// path.
 ///
+/// ```
+/// use shared_block_ring::{create, device, Consumer, FileOptions, Options, Producer};
+///
+/// # fn main() -> Result<(), shared_block_ring::Error> {
+/// # let file = tempfile::NamedTempFile::new_in(".").unwrap(); // O_DIRECT works here
+/// # file.as_file().set_len(64 * 1024).unwrap();
+/// # let spec = file.path().to_str().unwrap().to_string();
+/// // `spec` is a path here; "nbd://host/export" would connect to a server.
+/// let dev = device::open(&spec, &FileOptions::new())?; // a Box<dyn BlockDevice>
+/// create(&dev)?;
+/// let mut producer = Producer::attach(dev, Options::new())?;
+/// let end = producer.push(b"via a path or a URI")?;
+/// producer.advance(end)?;
+/// let mut consumer = Consumer::attach(device::open(&spec, &FileOptions::new())?, Options::new())?;
+/// assert_eq!(consumer.pop()?.1, b"via a path or a URI");
+/// assert!(device::open("ftp://host/x", &FileOptions::new()).is_err());
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # Errors
 /// As [`FileDevice::open_with`] or [`NbdDevice::open_with`];
 /// [`Error::InvalidUri`](crate::Error::InvalidUri) for a URI of another
