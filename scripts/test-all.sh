@@ -6,8 +6,10 @@
 #   2. Every unit, integration and system test through cargo-nextest, each
 #      with a deadline (.config/nextest.toml): a hang is a failure naming
 #      the test, never a stuck run. Then the documentation examples.
-#   3. The concurrency model checker (tests/concurrency_model.rs, shuttle):
-#      prints the number of schedules it explored.
+#   3. The concurrency model checker (shuttle): the journal's threads and a
+#      producer and consumer waking each other (tests/concurrency_model.rs),
+#      and sbr produce's reader/feeder hand-over; prints the number of
+#      schedules it explored.
 #   4. A short stress run: the tests that involve threads, processes,
 #      sockets or timing, several times, with both cores kept busy
 #      (scripts/stress.sh; STRESS_COUNT, default 2).
@@ -23,13 +25,15 @@ cargo test --workspace --doc
 
 mkdir -p target
 log=target/concurrency-model.log
-if ! cargo nextest run -p shared-block-ring --features shuttle --profile ci \
-  --test concurrency_model --no-capture >"$log" 2>&1; then
+if ! { cargo nextest run -p shared-block-ring --features shuttle --profile ci \
+         --test concurrency_model --no-capture &&
+       cargo nextest run -p sbr --features shuttle --profile ci \
+         -E 'test(/produce::model/)' --no-capture; } >"$log" 2>&1; then
   tail -n 60 "$log"
   echo "the concurrency model checker failed (log: $log)" >&2
   exit 1
 fi
-grep "concurrency model" "$log"
+grep -E "(concurrency|produce) model" "$log"
 
 scripts/stress.sh; STRESS_COUNT, default 2).
 #   5. Each fuzz target for FUZZ_SECONDS (default 60), failing on any crash,

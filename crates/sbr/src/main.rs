@@ -20,6 +20,7 @@ mod exec;
 mod handshake;
 mod lines;
 mod produce;
+mod sync;
 mod watch;
 
 use common::{CmdResult, EXIT_OK};

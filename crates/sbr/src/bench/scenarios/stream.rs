@@ -3,7 +3,6 @@
 //! that makes chunks as `sbr produce`'s reader does, against the durable
 //! write bandwidth.
 
-use std::sync::mpsc;
 use std::time::Instant;
 
 use shared_block_ring::{Durability, Producer, Side};
@@ -16,6 +15,7 @@ use crate::bench::measure::BenchError;
 use crate::bench::report::row::Row;
 use crate::bench::report::Findings;
 use crate::produce::{Chunk, Feeder, Input, CHUNK_BYTES, CHUNK_ITEMS};
+use crate::sync::mpsc;
 
 /// The streaming producer.
 pub struct Stream;
