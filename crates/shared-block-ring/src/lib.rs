@@ -123,7 +123,10 @@ pub use codec::Json;
 pub use codec::{Bytes, Codec, Utf8};
 pub use consumer::Consumer;
 pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice, NbdDevice};
-pub use error::{CodecError, Corruption, Error, IoOp, Result, RetryReason, Side, SignatureProblem};
+pub use error::{
+    CodecError, Corruption, Error, HeartbeatAge, IoOp, RecordProblem, Result, RetryReason, Side,
+    SignatureProblem,
+};
 pub use format::Geometry;
 pub use journal::{Journal, JournalOptions, JournalStats, Waiter};
 pub use position::Position;
