@@ -106,6 +106,7 @@ pub mod erase;
 mod error;
 pub mod escape;
 pub mod format;
+pub mod host;
 pub mod inspect;
 pub mod journal;
 pub mod layout;
