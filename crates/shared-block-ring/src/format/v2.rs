@@ -24,7 +24,7 @@ use crate::error::{Corruption, Error, HeartbeatAge, Hex, RecordProblem, Side, Si
 use crate::format::{Geometry, Label};
 use crate::layout::{self, v2 as l};
 
-// pub mod lease;
+pub mod lease;
 // pub mod scan;
 
 // ---------------------------------------------------------------------------
