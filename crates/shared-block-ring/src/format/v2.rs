@@ -25,7 +25,7 @@ use crate::format::{Geometry, Label};
 use crate::layout::{self, v2 as l};
 
 pub mod lease;
-// pub mod scan;
+pub mod scan;
 
 // ---------------------------------------------------------------------------
 // Identifiers
