@@ -113,6 +113,7 @@ pub mod layout;
 mod position;
 mod producer;
 mod ring;
+pub mod ring2;
 mod sync;
 #[cfg(feature = "shuttle")]
 #[doc(hidden)]

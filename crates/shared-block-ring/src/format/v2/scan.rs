@@ -67,18 +67,29 @@ pub fn scan<E>(
     to: u64,
     read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
 ) -> Result<Scan, E> {
-    scan_in_chunks(geometry, ring_id, from, to, SCAN_CHUNK, read)
+    walk(geometry, ring_id, from, to, SCAN_CHUNK, read, |_| {})
+}
+
+/// What [`walk`] shows its visitor.
+pub(crate) enum Visit<'a> {
+    /// Payload bytes `offset..offset + bytes.len()` of the record being
+    /// checked, before its checksum has been.
+    Payload { offset: u64, bytes: &'a [u8] },
+    /// The record at `span` is valid.
+    Valid(&'a super::RecordSpan),
 }
 
 /// [`scan`] with a chosen chunk size (tests use tiny ones to cross every
-/// refill path).
-pub(crate) fn scan_in_chunks<E>(
+/// refill path), showing each record's payload and verdict to `visit`
+/// (the inspector keeps previews of the valid ones).
+pub(crate) fn walk<E>(
     geometry: &Geometry,
     ring_id: &RingId,
     from: u64,
     to: u64,
     chunk: usize,
     read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+    mut visit: impl FnMut(Visit<'_>),
 ) -> Result<Scan, E> {
     let mut result = Scan {
         start: from,
@@ -111,12 +122,17 @@ pub(crate) fn scan_in_chunks<E>(
         while p < payload_end {
             let bytes = window.bytes(p, payload_end)?;
             crc = checksum_append(crc, bytes);
+            visit(Visit::Payload {
+                offset: p - span.payload_start(),
+                bytes,
+            });
             p += bytes.len() as u64;
         }
         if let Err(problem) = check_record_checksum(geometry, &span, &header, crc) {
             result.problem = Some(problem);
             break;
         }
+        visit(Visit::Valid(&span));
         at = span.next;
         result.records += 1;
         result.end = at;

@@ -91,20 +91,28 @@ impl Image {
     fn scan_with(&self, from: u64, to: u64, chunk: usize) -> Scan {
         let ss = self.ss() as u64;
         let (lo, hi) = (from / ss, to.div_ceil(ss));
-        scan_in_chunks(&self.g, &RID, from, to, chunk, |first, buf: &mut [u8]| {
-            let count = buf.len() as u64 / ss;
-            assert_eq!(buf.len() as u64 % ss, 0);
-            assert!(count >= 1 && count <= self.g.data_sectors());
-            assert!(
-                first >= lo && first + count <= hi,
-                "read {first}+{count} outside {lo}..{hi}"
-            );
-            for i in 0..count {
-                let dst = &mut buf[(i * ss) as usize..((i + 1) * ss) as usize];
-                dst.copy_from_slice(&self.bytes[self.physical(first + i)]);
-            }
-            Ok::<(), Error>(())
-        })
+        walk(
+            &self.g,
+            &RID,
+            from,
+            to,
+            chunk,
+            |first, buf: &mut [u8]| {
+                let count = buf.len() as u64 / ss;
+                assert_eq!(buf.len() as u64 % ss, 0);
+                assert!(count >= 1 && count <= self.g.data_sectors());
+                assert!(
+                    first >= lo && first + count <= hi,
+                    "read {first}+{count} outside {lo}..{hi}"
+                );
+                for i in 0..count {
+                    let dst = &mut buf[(i * ss) as usize..((i + 1) * ss) as usize];
+                    dst.copy_from_slice(&self.bytes[self.physical(first + i)]);
+                }
+                Ok::<(), Error>(())
+            },
+            |_| {},
+        )
         .unwrap()
     }
 
