@@ -20,6 +20,11 @@
 //!   ([`Utf8`], [`Json`]).
 //! * [`Durability`] chooses what an `advance` survives: a power cut (the
 //!   default) or only a process crash (the original's behaviour, faster).
+//! * Format 2 (opt-in, in progress; not readable by the OCaml library):
+//!   checksummed records, one flush per publication and an owner lease per
+//!   side. [`ring2::create`] writes such a ring; [`format::v2`] is its codec
+//!   with the lease decision and the recovery scan; [`inspect::v2`] reads
+//!   it. `Producer` and `Consumer` do not speak it yet.
 //!
 //! The on-disk format is documented in `FORMAT.md` beside the crate
 //! sources, and every layout constant lives in [`layout`]. What survives

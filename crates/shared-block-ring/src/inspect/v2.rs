@@ -12,18 +12,9 @@ use crate::format::v2::scan::{walk, Scan, Visit, SCAN_CHUNK};
 use crate::format::v2::{self as codec, Detected, Header, State};
 use crate::format::Geometry;
 
-/// One valid pending record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordSummary {
-    /// Where the record starts.
-    pub position: u64,
-    /// Where the next one starts.
-    pub next: u64,
-    /// Payload length.
-    pub len: u32,
-    /// The first bytes of the payload (raw: escape before showing).
-    pub preview: Vec<u8>,
-}
+/// One valid pending record: format 1's item summary (the payload length
+/// and a preview), at the record's position.
+pub use super::ItemSummary as RecordSummary;
 
 /// Everything [`inspect`] found on a format-2 ring.
 #[derive(Debug, Clone)]
