@@ -161,6 +161,187 @@ pub enum Corruption {
         /// Byte offset of the length field within that sector.
         byte: usize,
     },
+    /// Format 2: a header or state sector whose CRC32C does not match its
+    /// bytes (torn, damaged, or never written as such).
+    BadChecksum {
+        /// The sector.
+        sector: u64,
+        /// Byte offset of the stored checksum.
+        byte: usize,
+        /// The CRC32C computed over the sector's bytes before `byte`.
+        expected: u32,
+        /// The CRC32C stored at `byte`.
+        found: u32,
+    },
+    /// Format 2: a state sector that carries another ring's id (a sector
+    /// of another ring, misdirected or left over).
+    WrongRing {
+        /// The sector.
+        sector: u64,
+        /// Byte offset of the ring id.
+        byte: usize,
+        /// The ring id in the header (sector 0).
+        expected: [u8; 16],
+        /// The ring id found.
+        found: [u8; 16],
+    },
+    /// Format 2: a state sector whose tag names another sector (a state
+    /// written to the wrong place).
+    WrongSectorTag {
+        /// The sector read.
+        sector: u64,
+        /// Byte offset of the tag.
+        byte: usize,
+        /// The tag found (the sector it was written for).
+        found: u8,
+    },
+    /// Format 2: a field whose checksum is right but whose value is not
+    /// valid (an unaligned position, `durable` past the position, a zero
+    /// lease, an impossible sector size).
+    BadField {
+        /// The sector.
+        sector: u64,
+        /// Byte offset of the field.
+        byte: usize,
+        /// What the field is.
+        field: &'static str,
+        /// The value found.
+        found: u64,
+        /// What a valid value is.
+        expected: String,
+    },
+    /// Format 2: a record that fails its checks; it is not delivered.
+    BadRecord {
+        /// Sector holding the record header.
+        sector: u64,
+        /// Byte offset of the record header within that sector.
+        byte: usize,
+        /// Stream position of the record.
+        position: u64,
+        /// What is wrong with it.
+        problem: RecordProblem,
+    },
+}
+
+/// What is wrong with a format-2 record, with the value expected and the
+/// value found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordProblem {
+    /// The payload length runs past the published end: `16 + len >
+    /// available`, where `available` is the published end minus the
+    /// record's position.
+    Length {
+        /// Payload length found in the header.
+        len: u32,
+        /// Stream bytes published from the record's position on.
+        available: u64,
+    },
+    /// The record's position field is not its position: a misdirected
+    /// sector, or bytes that were never a record header.
+    Position {
+        /// The record's stream position.
+        expected: u64,
+        /// The position field found.
+        found: u64,
+    },
+    /// The record's position field is its position some whole laps of the
+    /// ring earlier: a stale record that the new one never replaced.
+    Stale {
+        /// The record's stream position.
+        expected: u64,
+        /// The position field found (`expected - laps * capacity`).
+        found: u64,
+        /// How many laps older the record is.
+        laps: u64,
+    },
+    /// The record's CRC32C does not match its bytes: a torn or overwritten
+    /// record, or a record of another ring (the ring id seeds the CRC).
+    Checksum {
+        /// The CRC32C computed over the ring id, the header and the payload.
+        expected: u32,
+        /// The CRC32C stored in the record.
+        found: u32,
+    },
+}
+
+impl fmt::Display for RecordProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordProblem::Length { len, available } => write!(
+                f,
+                "its length {len} runs past the published end: 16 + {len} bytes, \
+                 but only {available} bytes are published from it (expected a length of at most {})",
+                available.saturating_sub(16)
+            ),
+            RecordProblem::Position { expected, found } => write!(
+                f,
+                "its position field holds {found}, expected {expected} \
+                 (a sector written to the wrong place, or not a record)"
+            ),
+            RecordProblem::Stale {
+                expected,
+                found,
+                laps,
+            } => write!(
+                f,
+                "its position field holds {found}, expected {expected}: \
+                 a stale record from {laps} lap(s) of the ring earlier, never overwritten"
+            ),
+            RecordProblem::Checksum { expected, found } => write!(
+                f,
+                "its CRC32C is {found:#010x}, but its bytes (with this ring's id) give {expected:#010x} \
+                 (a torn or overwritten record, or one of another ring)"
+            ),
+        }
+    }
+}
+
+/// 16 bytes as 32 lower-case hex digits (ring ids, tokens, boot ids).
+pub(crate) struct Hex<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// How long ago an owner last wrote its heartbeat, by our clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeartbeatAge {
+    /// The heartbeat is this long before now.
+    Ago(std::time::Duration),
+    /// The heartbeat is this far after now: the clocks disagree.
+    InFuture(std::time::Duration),
+    /// The owner never wrote a heartbeat (zero).
+    Never,
+}
+
+impl HeartbeatAge {
+    /// The age of `heartbeat` (Unix time, ns) at `now` (Unix time, ns).
+    pub fn between(heartbeat: u64, now: u64) -> HeartbeatAge {
+        if heartbeat == 0 {
+            HeartbeatAge::Never
+        } else if heartbeat <= now {
+            HeartbeatAge::Ago(std::time::Duration::from_nanos(now - heartbeat))
+        } else {
+            HeartbeatAge::InFuture(std::time::Duration::from_nanos(heartbeat - now))
+        }
+    }
+}
+
+impl fmt::Display for HeartbeatAge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeartbeatAge::Ago(d) => write!(f, "last seen {:.1} s ago", d.as_secs_f64()),
+            HeartbeatAge::InFuture(d) => write!(
+                f,
+                "last seen {:.1} s in the future by this host's clock (the clocks disagree)",
+                d.as_secs_f64()
+            ),
+            HeartbeatAge::Never => f.write_str("never seen (no heartbeat)"),
+        }
+    }
 }
 
 impl std::error::Error for Corruption {}
@@ -204,6 +385,58 @@ impl fmt::Display for Corruption {
                 f,
                 "sector {sector} byte {byte}: the item at position {position} has length {len}, \
                  which runs past the producer position {producer}"
+            ),
+            Corruption::BadChecksum {
+                sector,
+                byte,
+                expected,
+                found,
+            } => write!(
+                f,
+                "sector {sector} bytes {byte}..{}: the CRC32C is {found:#010x}, but bytes 0..{byte} give \
+                 {expected:#010x} (a torn or damaged sector)",
+                byte + 4
+            ),
+            Corruption::WrongRing {
+                sector,
+                byte,
+                expected,
+                found,
+            } => write!(
+                f,
+                "sector {sector} bytes {byte}..{}: ring id {} differs from the header's {} \
+                 (a sector of another ring, misdirected or left over)",
+                byte + 16,
+                Hex(found),
+                Hex(expected)
+            ),
+            Corruption::WrongSectorTag {
+                sector,
+                byte,
+                found,
+            } => write!(
+                f,
+                "sector {sector} byte {byte}: the sector tag is {found}, expected {sector} \
+                 (a state sector written to the wrong place)"
+            ),
+            Corruption::BadField {
+                sector,
+                byte,
+                field,
+                found,
+                expected,
+            } => write!(
+                f,
+                "sector {sector} byte {byte}: the {field} is {found}, expected {expected}"
+            ),
+            Corruption::BadRecord {
+                sector,
+                byte,
+                position,
+                problem,
+            } => write!(
+                f,
+                "sector {sector} byte {byte}: the record at position {position} is invalid: {problem}"
             ),
         }
     }
@@ -386,6 +619,121 @@ pub enum Error {
          (those already pushed stay in the ring and are performed by the next start)"
     )]
     ShutDown,
+
+    /// Format 2: sector 0 holds a format-2 header of another version, or
+    /// with feature flags this library does not know.
+    #[error(
+        "sector 0 holds a ring of format 2 version {version} with flags {flags:#x}: it needs a newer \
+         version of shared-block-ring (this one reads version {}, flags {:#x})",
+        layout::v2::VERSION,
+        layout::v2::KNOWN_FLAGS
+    )]
+    UnsupportedFormat {
+        /// The version found (sector 0 bytes 32..36).
+        version: u32,
+        /// The flags found (sector 0 bytes 76..80).
+        flags: u32,
+    },
+
+    /// Format 2: the device is opened with another sector size than the
+    /// ring was created with.
+    #[error(
+        "the ring was created with {ring}-byte sectors (sector 0 bytes 36..40), but the device is \
+         opened with {device}-byte sectors: open it with a sector size of {ring} (--sector-size {ring})"
+    )]
+    WrongSectorSize {
+        /// The sector size recorded in the header.
+        ring: u32,
+        /// The sector size the device was opened with.
+        device: usize,
+    },
+
+    /// Format 2: the device has another size than the ring was created on.
+    #[error(
+        "the ring was created on a device of {ring} sectors (sector 0 bytes 40..48), but this device \
+         has {device} sectors of {sector_size} bytes: is it the right device, or was it resized?"
+    )]
+    WrongDeviceSize {
+        /// The device size recorded in the header, in sectors.
+        ring: u64,
+        /// The device's size now, in sectors.
+        device: u64,
+        /// The sector size.
+        sector_size: usize,
+    },
+
+    /// The device holds a ring of another format than the one asked for.
+    #[error("the device holds a format-{found} ring; this operation needs format {expected}")]
+    WrongFormat {
+        /// The format found on the device.
+        found: u32,
+        /// The format asked for.
+        expected: u32,
+    },
+
+    /// Format 2: a lease that cannot be recorded.
+    #[error(
+        "invalid lease of {millis} ms: it must be from 1 ms to {} ms",
+        u32::MAX
+    )]
+    BadLease {
+        /// The lease asked for, in milliseconds.
+        millis: u128,
+    },
+
+    /// The system gave no random bytes (for a ring id or an owner token).
+    #[error("cannot draw random bytes for a ring id or an owner token: {source}")]
+    NoRandomness {
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Format 2: this side of the ring has a live owner.
+    #[error("the {side} side of this ring is owned by {owner}, {last_seen}")]
+    Owned {
+        /// The side asked for.
+        side: Side,
+        /// Who owns it: `host (pid N)`.
+        owner: String,
+        /// When its heartbeat was last written, by our clock.
+        last_seen: HeartbeatAge,
+    },
+
+    /// Format 2: this side's owner stopped writing heartbeats longer than
+    /// the lease ago; taking over must be asked for explicitly.
+    #[error(
+        "the {side} side of this ring is owned by {owner}, {last_seen}: its lease of {:.1} s has \
+         expired; if that owner is gone, take over (Options::take_over(true), or --take-over in sbr)",
+        lease.as_secs_f64()
+    )]
+    LeaseExpired {
+        /// The side asked for.
+        side: Side,
+        /// Who owns it: `host (pid N)`.
+        owner: String,
+        /// When its heartbeat was last written, by our clock.
+        last_seen: HeartbeatAge,
+        /// The ring's lease.
+        lease: std::time::Duration,
+    },
+
+    /// Format 2: another owner took this side over; this handle writes
+    /// nothing more.
+    #[error(
+        "this {side} was displaced: {by} took the {side} side over (its heartbeat says Unix time \
+         {}.{:03} s); this handle stops and writes nothing more",
+        at / 1_000_000_000,
+        at % 1_000_000_000 / 1_000_000
+    )]
+    Displaced {
+        /// The side.
+        side: Side,
+        /// The new owner: `host (pid N)`.
+        by: String,
+        /// The new owner's heartbeat (Unix time, ns).
+        at: u64,
+    },
 }
 
 impl Error {
@@ -409,6 +757,16 @@ impl Error {
     /// on it being invalid: re-attaching once the fault clears may succeed.
     pub fn is_io(&self) -> bool {
         matches!(self, Error::Io { .. } | Error::Open { .. })
+    }
+
+    /// True when another owner holds (or took over) this side of a format-2
+    /// ring: [`Error::Owned`], [`Error::LeaseExpired`], [`Error::Displaced`].
+    /// Not transient: retrying the same call does not help.
+    pub fn is_ownership(&self) -> bool {
+        matches!(
+            self,
+            Error::Owned { .. } | Error::LeaseExpired { .. } | Error::Displaced { .. }
+        )
     }
 
     pub(crate) fn io(op: IoOp, sector: u64, source: io::Error) -> Error {
@@ -477,6 +835,56 @@ impl Error {
             },
             Error::Codec(c) => Error::Codec(CodecError::new(c.to_string())),
             Error::ShutDown => Error::ShutDown,
+            Error::UnsupportedFormat { version, flags } => Error::UnsupportedFormat {
+                version: *version,
+                flags: *flags,
+            },
+            Error::WrongSectorSize { ring, device } => Error::WrongSectorSize {
+                ring: *ring,
+                device: *device,
+            },
+            Error::WrongDeviceSize {
+                ring,
+                device,
+                sector_size,
+            } => Error::WrongDeviceSize {
+                ring: *ring,
+                device: *device,
+                sector_size: *sector_size,
+            },
+            Error::WrongFormat { found, expected } => Error::WrongFormat {
+                found: *found,
+                expected: *expected,
+            },
+            Error::BadLease { millis } => Error::BadLease { millis: *millis },
+            Error::NoRandomness { source } => Error::NoRandomness {
+                source: io_copy(source),
+            },
+            Error::Owned {
+                side,
+                owner,
+                last_seen,
+            } => Error::Owned {
+                side: *side,
+                owner: owner.clone(),
+                last_seen: *last_seen,
+            },
+            Error::LeaseExpired {
+                side,
+                owner,
+                last_seen,
+                lease,
+            } => Error::LeaseExpired {
+                side: *side,
+                owner: owner.clone(),
+                last_seen: *last_seen,
+                lease: *lease,
+            },
+            Error::Displaced { side, by, at } => Error::Displaced {
+                side: *side,
+                by: by.clone(),
+                at: *at,
+            },
             Error::InvalidUri { uri, reason } => Error::InvalidUri {
                 uri: uri.clone(),
                 reason: reason.clone(),
@@ -526,5 +934,187 @@ mod tests {
             matches!(d, Error::Io { op: IoOp::Write, sector: 7, ref source } if source.kind() == io::ErrorKind::TimedOut)
         );
         assert!(matches!(Error::ShutDown.duplicate(), Error::ShutDown));
+    }
+
+    /// One of each error format 2 added.
+    fn format2_errors() -> Vec<Error> {
+        let owner = String::from("host-a (pid 42)");
+        vec![
+            Error::UnsupportedFormat {
+                version: 3,
+                flags: 0,
+            },
+            Error::WrongSectorSize {
+                ring: 4096,
+                device: 512,
+            },
+            Error::WrongDeviceSize {
+                ring: 100,
+                device: 200,
+                sector_size: 512,
+            },
+            Error::WrongFormat {
+                found: 1,
+                expected: 2,
+            },
+            Error::BadLease { millis: 0 },
+            Error::NoRandomness {
+                source: io::Error::other("no entropy"),
+            },
+            Error::Owned {
+                side: Side::Producer,
+                owner: owner.clone(),
+                last_seen: HeartbeatAge::Ago(std::time::Duration::from_millis(3_000)),
+            },
+            Error::LeaseExpired {
+                side: Side::Consumer,
+                owner: owner.clone(),
+                last_seen: HeartbeatAge::Ago(std::time::Duration::from_secs(40)),
+                lease: std::time::Duration::from_secs(30),
+            },
+            Error::Displaced {
+                side: Side::Producer,
+                by: owner,
+                at: 1_700_000_000_123_456_789,
+            },
+        ]
+    }
+
+    #[test]
+    fn format2_errors_are_faults_and_duplicate_exactly() {
+        for e in format2_errors() {
+            assert!(
+                !e.is_transient() && !e.is_retry() && !e.is_suspended(),
+                "{e}"
+            );
+            assert!(!e.is_io(), "{e}");
+            assert_eq!(e.duplicate().to_string(), e.to_string());
+        }
+        let ownership: Vec<bool> = format2_errors().iter().map(Error::is_ownership).collect();
+        assert_eq!(
+            ownership,
+            [false, false, false, false, false, false, true, true, true]
+        );
+        assert!(!Error::ShutDown.is_ownership());
+    }
+
+    #[test]
+    fn format2_errors_name_what_was_expected_and_found() {
+        let text: Vec<String> = format2_errors().iter().map(Error::to_string).collect();
+        assert!(
+            text[0].contains("version 3") && text[0].contains("newer"),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[1].contains("4096-byte")
+                && text[1].contains("512-byte")
+                && text[1].contains("--sector-size 4096"),
+            "{}",
+            text[1]
+        );
+        assert!(
+            text[2].contains("100 sectors") && text[2].contains("200 sectors"),
+            "{}",
+            text[2]
+        );
+        assert!(
+            text[6].contains("producer")
+                && text[6].contains("host-a (pid 42)")
+                && text[6].contains("3.0 s ago"),
+            "{}",
+            text[6]
+        );
+        assert!(
+            text[7].contains("--take-over")
+                && text[7].contains("40.0 s ago")
+                && text[7].contains("30.0 s"),
+            "{}",
+            text[7]
+        );
+        assert!(
+            text[8].contains("1700000000.123") && text[8].contains("writes nothing more"),
+            "{}",
+            text[8]
+        );
+    }
+
+    #[test]
+    fn format2_corruptions_name_sector_byte_expected_and_found() {
+        let c = Corruption::BadChecksum {
+            sector: 0,
+            byte: 508,
+            expected: 0xdead_beef,
+            found: 0x0000_0001,
+        };
+        assert_eq!(
+            c.to_string(),
+            "sector 0 bytes 508..512: the CRC32C is 0x00000001, but bytes 0..508 give 0xdeadbeef \
+             (a torn or damaged sector)"
+        );
+        let c = Corruption::WrongRing {
+            sector: 1,
+            byte: 16,
+            expected: [0x11; 16],
+            found: [0xab; 16],
+        };
+        let s = c.to_string();
+        assert!(
+            s.starts_with("sector 1 bytes 16..32: ring id abababab"),
+            "{s}"
+        );
+        assert!(s.contains(&"11".repeat(16)), "{s}");
+        let c = Corruption::BadRecord {
+            sector: 5,
+            byte: 48,
+            position: 1072,
+            problem: RecordProblem::Stale {
+                expected: 1072,
+                found: 48,
+                laps: 1,
+            },
+        };
+        let s = c.to_string();
+        assert!(
+            s.starts_with("sector 5 byte 48: the record at position 1072"),
+            "{s}"
+        );
+        assert!(
+            s.contains("holds 48, expected 1072") && s.contains("1 lap"),
+            "{s}"
+        );
+        let s = RecordProblem::Length {
+            len: 1000,
+            available: 64,
+        }
+        .to_string();
+        assert!(s.contains("length 1000") && s.contains("at most 48"), "{s}");
+        let s = RecordProblem::Checksum {
+            expected: 1,
+            found: 2,
+        }
+        .to_string();
+        assert!(s.contains("0x00000002") && s.contains("0x00000001"), "{s}");
+    }
+
+    #[test]
+    fn heartbeat_ages_cover_past_future_and_never() {
+        use std::time::Duration;
+        assert_eq!(HeartbeatAge::between(0, 5), HeartbeatAge::Never);
+        assert_eq!(
+            HeartbeatAge::between(1_000, 3_000),
+            HeartbeatAge::Ago(Duration::from_nanos(2_000))
+        );
+        assert_eq!(
+            HeartbeatAge::between(5_000, 3_000),
+            HeartbeatAge::InFuture(Duration::from_nanos(2_000))
+        );
+        assert_eq!(
+            HeartbeatAge::between(u64::MAX, 0),
+            HeartbeatAge::InFuture(Duration::from_nanos(u64::MAX))
+        );
+        assert!(HeartbeatAge::InFuture(Duration::from_secs(2))
+            .to_string()
+            .contains("clocks disagree"));
     }
 }

@@ -14,6 +14,8 @@ use std::fmt::{self, Write as _};
 use crate::error::{Corruption, Error, Side, SignatureProblem};
 use crate::layout::{self, item_stream_len};
 
+pub mod v2;
+
 /// The shape of a ring on a device: its sector size and sector count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -191,22 +193,31 @@ pub fn encode_state(side: Side, state: State, label: Option<Label<'_>>, sector: 
         layout::FLAG_FALSE
     };
     if let Some(label) = label {
-        let mut w = TextWriter {
-            buf: &mut sector[layout::TEXT_OFFSET..layout::TEXT_OFFSET + layout::TEXT_MAX],
-            len: 0,
-        };
-        // TextWriter never fails; it truncates.
-        let _ = write!(
-            w,
-            "{} used by {}; {} = {}; {} = {}",
-            label.queue,
-            label.client,
-            side.name(),
-            state.position,
-            side.flag_name(),
-            state.flag
+        write_label_text(
+            side,
+            state,
+            label,
+            &mut sector[layout::TEXT_OFFSET..layout::TEXT_OFFSET + layout::TEXT_MAX],
         );
     }
+}
+
+/// Writes `"<queue> used by <client>; producer = <p>; suspend_ack = <b>"`
+/// (or `consumer`/`suspend`) into `buf`, truncated to its length, anything
+/// but printable ASCII replaced by `?`. Both formats write this text.
+pub(crate) fn write_label_text(side: Side, state: State, label: Label<'_>, buf: &mut [u8]) {
+    let mut w = TextWriter { buf, len: 0 };
+    // TextWriter never fails; it truncates.
+    let _ = write!(
+        w,
+        "{} used by {}; {} = {}; {} = {}",
+        label.queue,
+        label.client,
+        side.name(),
+        state.position,
+        side.flag_name(),
+        state.flag
+    );
 }
 
 /// Truncating ASCII writer into a fixed slice.

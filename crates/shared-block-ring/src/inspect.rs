@@ -9,6 +9,8 @@ use crate::error::{Corruption, Error, IoOp, Result, Side, SignatureProblem};
 use crate::format::{self, Geometry, State};
 use crate::layout;
 
+pub mod v2;
+
 /// One pending item, as found on the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemSummary {

@@ -20,6 +20,11 @@
 //!   ([`Utf8`], [`Json`]).
 //! * [`Durability`] chooses what an `advance` survives: a power cut (the
 //!   default) or only a process crash (the original's behaviour, faster).
+//! * Format 2 (opt-in, in progress; not readable by the OCaml library):
+//!   checksummed records, one flush per publication and an owner lease per
+//!   side. [`ring2::create`] writes such a ring; [`format::v2`] is its codec
+//!   with the lease decision and the recovery scan; [`inspect::v2`] reads
+//!   it. `Producer` and `Consumer` do not speak it yet.
 //!
 //! The on-disk format is documented in `FORMAT.md` beside the crate
 //! sources, and every layout constant lives in [`layout`]. What survives
@@ -106,12 +111,14 @@ pub mod erase;
 mod error;
 pub mod escape;
 pub mod format;
+pub mod host;
 pub mod inspect;
 pub mod journal;
 pub mod layout;
 mod position;
 mod producer;
 mod ring;
+pub mod ring2;
 mod sync;
 #[cfg(feature = "shuttle")]
 #[doc(hidden)]
@@ -123,7 +130,10 @@ pub use codec::Json;
 pub use codec::{Bytes, Codec, Utf8};
 pub use consumer::Consumer;
 pub use device::{AlignedBuf, BlockDevice, FileDevice, FileOptions, MemDevice, NbdDevice};
-pub use error::{CodecError, Corruption, Error, IoOp, Result, RetryReason, Side, SignatureProblem};
+pub use error::{
+    CodecError, Corruption, Error, HeartbeatAge, IoOp, RecordProblem, Result, RetryReason, Side,
+    SignatureProblem,
+};
 pub use format::Geometry;
 pub use journal::{Journal, JournalOptions, JournalStats, Waiter};
 pub use position::Position;
