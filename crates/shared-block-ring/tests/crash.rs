@@ -804,3 +804,201 @@ fn a_producer_advance_in_flight_does_not_let_the_consumer_pass_it_after_a_power_
     }
     assert!(states >= 1);
 }
+
+/// A device that holds back the next flush while armed: the flush
+/// announces itself and waits to be released, so that a test can act on
+/// the other handle between a producer's pointer write and its flush.
+#[derive(Clone)]
+struct HeldFlush {
+    inner: FaultDevice<MemDevice>,
+    gate: std::sync::Arc<(std::sync::Mutex<Gate>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Gate {
+    armed: bool,
+    waiting: bool,
+    released: bool,
+}
+
+/// How long either side of a held flush waits for the other.
+const GATE_DEADLINE: Duration = Duration::from_secs(20);
+
+impl HeldFlush {
+    fn new(inner: FaultDevice<MemDevice>) -> HeldFlush {
+        HeldFlush {
+            inner,
+            gate: Default::default(),
+        }
+    }
+
+    fn arm(&self) {
+        self.gate.0.lock().unwrap().armed = true;
+    }
+
+    /// Waits until the armed flush has been called (and is being held).
+    fn wait_until_held(&self) {
+        let (lock, cv) = &*self.gate;
+        let g = lock.lock().unwrap();
+        let (g, timeout) = cv
+            .wait_timeout_while(g, GATE_DEADLINE, |g| !g.waiting)
+            .unwrap();
+        assert!(
+            !timeout.timed_out() && g.waiting,
+            "the producer never reached its flush"
+        );
+    }
+
+    fn release(&self) {
+        let (lock, cv) = &*self.gate;
+        lock.lock().unwrap().released = true;
+        cv.notify_all();
+    }
+}
+
+impl shared_block_ring::BlockDevice for HeldFlush {
+    fn sector_size(&self) -> usize {
+        self.inner.sector_size()
+    }
+    fn sectors(&self) -> u64 {
+        self.inner.sectors()
+    }
+    fn read(&self, sector: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(sector, buf)
+    }
+    fn write(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write(sector, buf)
+    }
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_durable(sector, buf)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        let (lock, cv) = &*self.gate;
+        let mut g = lock.lock().unwrap();
+        if g.armed {
+            g.armed = false;
+            g.waiting = true;
+            cv.notify_all();
+            let (g, timeout) = cv
+                .wait_timeout_while(g, GATE_DEADLINE, |g| !g.released)
+                .unwrap();
+            drop(g);
+            if timeout.timed_out() {
+                return Err(std::io::Error::other("the held flush was never released"));
+            }
+        }
+        self.inner.flush()
+    }
+    fn try_lock(&self, side: Side) -> std::io::Result<Result<(), String>> {
+        self.inner.try_lock(side)
+    }
+    fn unlock(&self, side: Side) {
+        self.inner.unlock(side)
+    }
+}
+
+/// Releases a held flush when dropped.
+struct Release(HeldFlush);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Every power-cut image of `dev` (crashed now) attaches on both sides, with
+/// the consumer at `released`. Returns how many images there were.
+fn both_sides_attach_after_a_power_cut(dev: &FaultDevice<MemDevice>, released: u64) -> usize {
+    dev.crash_after(0);
+    let point = dev.crash_point().unwrap();
+    let mut states = 0;
+    for image in point.power_cut_images(4096, 5) {
+        let ring = MemDevice::from_bytes(512, image);
+        let c = Consumer::attach(ring.clone(), Options::new())
+            .unwrap_or_else(|e| panic!("consumer attach after a power cut: {e}"));
+        assert_eq!(c.position().offset(), released);
+        drop(c);
+        Producer::attach(ring, Options::new())
+            .unwrap_or_else(|e| panic!("producer attach after a power cut: {e}"));
+        states += 1;
+    }
+    states
+}
+
+/// Regression test (issue 15, item 1): a consumer that releases in two
+/// steps past a producer pointer it read while that pointer was written but
+/// not flushed. The consumer's first `advance` needs no flush (its target
+/// is known durable); its durable (FUA) write makes only the consumer
+/// sector durable, not the producer pointer it had read. The second
+/// `advance` must therefore flush before it releases past the old durable
+/// pointer; it used to skip the flush, and a power cut then left the
+/// consumer ahead of the producer ("the consumer position 24 ... is ahead
+/// of the producer position 16") in 2 of 4 images.
+///
+/// Both sides run in the power-loss mode on one `FaultDevice`; the
+/// producer's pipelined publication is stopped in another thread between
+/// its pointer write and its flush.
+#[test]
+fn a_consumer_releasing_in_steps_never_passes_a_producer_pointer_not_yet_flushed() {
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let held = HeldFlush::new(dev.clone());
+    let mut p = Producer::attach(held.clone(), Options::new()).unwrap();
+    let mut c = Consumer::attach(dev.clone(), Options::new()).unwrap();
+    p.push(b"a").unwrap();
+    let pb = p.push(b"b").unwrap();
+    p.advance(pb).unwrap();
+    let (pa, a) = c.pop().unwrap();
+    assert_eq!(a, b"a");
+    c.advance(pa).unwrap(); // flushes: pb is now known durable
+    let pc = p.push(b"c").unwrap();
+    p.advance_pipelined(pc).unwrap();
+    let pd = p.push(b"d").unwrap();
+    held.arm();
+    let producer = std::thread::spawn(move || p.advance_pipelined(pd));
+    // Let the producer go however this test ends.
+    let release = Release(held.clone());
+    // The producer has written pointer pc and waits in its flush.
+    held.wait_until_held();
+    assert_eq!(c.pop_from(pa).unwrap(), (pb, b"b".to_vec()));
+    assert_eq!(c.pop_from(pb).unwrap(), (pc, b"c".to_vec())); // reads pc
+    assert_eq!(c.known_producer(), pc);
+    c.advance(pb).unwrap();
+    let before = dev.counts().flushes;
+    c.advance(pc).unwrap();
+    let flushes = dev.counts().flushes - before;
+    let states = both_sides_attach_after_a_power_cut(&dev, pc.offset());
+    assert!(states >= 1, "{states} power-cut images");
+    assert_eq!(flushes, 1, "releasing past pb must flush first");
+    drop(release);
+    let r = producer.join().unwrap();
+    assert!(r.is_err(), "the producer's flush came after the crash");
+}
+
+/// Regression test (issue 15, item 1), the same with a process-crash
+/// producer (its pointer is never flushed by the producer) and a
+/// power-loss consumer: a power cut used to leave the consumer ahead of
+/// the producer in 1 of 2 images.
+#[test]
+fn a_power_loss_consumer_never_passes_an_unflushed_process_crash_producer() {
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let mut p = Producer::attach(
+        dev.clone(),
+        Options::new().durability(Durability::ProcessCrash),
+    )
+    .unwrap();
+    let mut c = Consumer::attach(dev.clone(), Options::new()).unwrap();
+    p.push(b"a").unwrap();
+    let pb = p.push(b"b").unwrap();
+    p.advance(pb).unwrap();
+    let (pa, _) = c.pop().unwrap();
+    c.advance(pa).unwrap(); // flushes: pb is now durable
+    let pc = p.push(b"c").unwrap();
+    p.advance(pc).unwrap(); // written, never flushed
+    assert_eq!(c.pop_from(pb).unwrap(), (pc, b"c".to_vec()));
+    c.advance(pb).unwrap();
+    c.advance(pc).unwrap();
+    let states = both_sides_attach_after_a_power_cut(&dev, pc.offset());
+    assert!(states >= 1, "{states} power-cut images");
+}
