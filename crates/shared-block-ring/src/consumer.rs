@@ -385,7 +385,10 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
         }
         let ss = self.link.geometry.sector_size() as u64;
         let first = from / ss;
-        let want = (from + self.link.options.read_ahead as u64)
+        // Saturating: the read-ahead is the caller's choice (up to
+        // usize::MAX); the sum is capped by the producer position anyway.
+        let want = from
+            .saturating_add(self.link.options.read_ahead as u64)
             .min(self.producer)
             .max(to);
         let last = want.div_ceil(ss);

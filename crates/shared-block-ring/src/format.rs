@@ -235,9 +235,10 @@ impl fmt::Write for TextWriter<'_> {
 /// Reads a state sector.
 ///
 /// # Errors
-/// [`Corruption::BadFlag`] for a flag byte other than 1 or 2, and
+/// [`Corruption::BadFlag`] for a flag byte other than 1 or 2,
 /// [`Corruption::UnalignedPosition`] for a position that is not a multiple
-/// of 4.
+/// of 4, and [`Corruption::PositionTooLarge`] for one past
+/// [`Position::MAX`](crate::Position::MAX).
 pub fn decode_state(side: Side, sector: &[u8]) -> Result<State, Corruption> {
     let mut pos = [0u8; 8];
     pos.copy_from_slice(
@@ -251,6 +252,9 @@ pub fn decode_state(side: Side, sector: &[u8]) -> Result<State, Corruption> {
     };
     if position % layout::ITEM_ALIGN != 0 {
         return Err(Corruption::UnalignedPosition { side, position });
+    }
+    if position > crate::Position::MAX.offset() {
+        return Err(Corruption::PositionTooLarge { side, position });
     }
     Ok(State { position, flag })
 }

@@ -254,9 +254,12 @@ fn run(w: &Workload, dev: &FaultDevice<MemDevice>) -> (Acked, End) {
                 if ends.is_empty() {
                     continue;
                 }
-                let target = ends[k % ends.len()];
+                // Below a pending pipelined position, `advance` publishes
+                // that one.
+                let asked = ends[k % ends.len()];
+                let target = asked.max(a.deferred.unwrap_or(0));
                 a.p_inflight = Some(target);
-                match p.advance(Position::new(target)) {
+                match p.advance(Position::new(asked)) {
                     Ok(()) => {
                         a.p_ack = target;
                         a.p_inflight = None;
