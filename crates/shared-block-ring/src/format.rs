@@ -502,6 +502,31 @@ mod tests {
     }
 
     #[test]
+    fn positions_past_the_maximum_are_refused() {
+        let mut s = vec![0u8; 512];
+        s[8] = 2;
+        for (position, ok) in [
+            (crate::Position::MAX.offset(), true),
+            (crate::Position::MAX.offset() + 4, false),
+            (u64::MAX - 3, false),
+        ] {
+            s[..8].copy_from_slice(&position.to_le_bytes());
+            let r = decode_state(Side::Consumer, &s);
+            if ok {
+                assert_eq!(r.map(|st| st.position), Ok(position));
+            } else {
+                assert_eq!(
+                    r,
+                    Err(Corruption::PositionTooLarge {
+                        side: Side::Consumer,
+                        position
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
     fn position_invariants() {
         assert_eq!(check_positions(24, 0, 100), Ok(()));
         assert_eq!(check_positions(100, 0, 100), Ok(()));
