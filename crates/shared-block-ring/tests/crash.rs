@@ -946,32 +946,37 @@ fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) {
     );
 }
 
+/// `count` workloads of `len` steps with seeds from `first_seed`, on rings
+/// of 16, 8, 24 and 5 sectors of 512 bytes in turn.
+fn mixed(
+    first_seed: u64,
+    count: u64,
+    durability: Durability,
+    len: usize,
+) -> impl Iterator<Item = Workload> {
+    (0..count).map(move |i| {
+        let sectors = [16, 8, 24, 5][i as usize % 4];
+        Workload::generate(first_seed + i, 512, sectors, durability, len)
+    })
+}
+
+/// A workload on a ring of 6 sectors of 4096 bytes.
+fn on_4k_sectors(seed: u64, durability: Durability, len: usize) -> Workload {
+    Workload::generate(seed, 4096, 6, durability, len)
+}
+
 #[test]
 fn power_loss_mode_survives_every_power_cut_and_process_crash() {
-    let workloads = (0..40u64)
-        .map(|seed| {
-            let sectors = [16, 8, 24, 5][seed as usize % 4];
-            Workload::generate(seed, 512, sectors, Durability::PowerLoss, 200)
-        })
-        .chain((100..102).map(|seed| Workload::generate(seed, 4096, 6, Durability::PowerLoss, 120)))
+    let workloads = mixed(0, 40, Durability::PowerLoss, 200)
+        .chain((100..102).map(|seed| on_4k_sectors(seed, Durability::PowerLoss, 120)))
         .collect();
     check_all("power-loss", workloads, 100_000);
 }
 
 #[test]
 fn process_crash_mode_survives_every_process_crash() {
-    let workloads = (0..120u64)
-        .map(|seed| {
-            let sectors = [16, 8, 24, 5][seed as usize % 4];
-            Workload::generate(1000 + seed, 512, sectors, Durability::ProcessCrash, 200)
-        })
-        .chain([Workload::generate(
-            1100,
-            4096,
-            6,
-            Durability::ProcessCrash,
-            80,
-        )])
+    let workloads = mixed(1000, 120, Durability::ProcessCrash, 200)
+        .chain([on_4k_sectors(1100, Durability::ProcessCrash, 80)])
         .collect();
     check_all("process-crash", workloads, 10_000);
 }
@@ -982,24 +987,17 @@ fn process_crash_mode_survives_every_process_crash() {
 /// and released up to that pointer, inside FUA writes, and so on.
 #[test]
 fn two_interleaved_handles_survive_every_power_cut_and_process_crash() {
-    let workloads = (0..24u64)
-        .map(|seed| {
-            let sectors = [16, 8, 24, 5][seed as usize % 4];
-            Workload::generate(2000 + seed, 512, sectors, Durability::PowerLoss, 150).interleaved()
-        })
-        .chain([Workload::generate(2100, 4096, 6, Durability::PowerLoss, 100).interleaved()])
+    let workloads = mixed(2000, 24, Durability::PowerLoss, 150)
+        .chain([on_4k_sectors(2100, Durability::PowerLoss, 100)])
+        .map(Workload::interleaved)
         .collect();
     check_all("power-loss, two handles interleaved", workloads, 50_000);
 }
 
 #[test]
 fn two_interleaved_handles_survive_every_process_crash() {
-    let workloads = (0..60u64)
-        .map(|seed| {
-            let sectors = [16, 8, 24, 5][seed as usize % 4];
-            Workload::generate(3000 + seed, 512, sectors, Durability::ProcessCrash, 200)
-                .interleaved()
-        })
+    let workloads = mixed(3000, 60, Durability::ProcessCrash, 200)
+        .map(Workload::interleaved)
         .collect();
     check_all("process-crash, two handles interleaved", workloads, 5_000);
 }
