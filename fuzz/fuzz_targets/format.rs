@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use shared_block_ring::format::{
     check_item, check_positions, check_signature, decode_state, encode_state, state_text, Geometry,
 };
-use shared_block_ring::{layout, Side};
+use shared_block_ring::{layout, Position, Side};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -40,6 +40,7 @@ fn check(input: &Input, sector: &[u8]) {
     for side in [Side::Producer, Side::Consumer] {
         if let Ok(state) = decode_state(side, sector) {
             assert_eq!(state.position % layout::ITEM_ALIGN, 0);
+            assert!(state.position <= Position::MAX.offset());
             // What decodes re-encodes to the same position and flag bytes.
             let mut again = vec![0u8; layout::MIN_SECTOR_SIZE];
             encode_state(side, state, None, &mut again);

@@ -34,7 +34,10 @@ enum Op {
 
 #[derive(Debug, Arbitrary)]
 struct Input {
-    /// Ring size: 4 + (sectors % 28) sectors of 512 bytes.
+    /// Ring size: 4 + (sectors % 28) sectors of 512 bytes. From 128 on,
+    /// the stream also starts near the top of the position range,
+    /// `4 * (read_ahead % 3000)` bytes below `Position::MAX`, so that
+    /// pushes meet the limit.
     sectors: u8,
     read_ahead: u16,
     ops: Vec<Op>,
@@ -56,6 +59,16 @@ fuzz_target!(|input: Input| {
 
 fn run(disk: MemDevice, capacity: u64, input: &Input) {
     create(&disk).unwrap();
+    let start = if input.sectors >= 128 {
+        Position::MAX.offset() - 4 * u64::from(input.read_ahead % 3000)
+    } else {
+        0
+    };
+    disk.with_bytes_mut(|b| {
+        for sector in [1, 2] {
+            b[sector * 512..sector * 512 + 8].copy_from_slice(&start.to_le_bytes());
+        }
+    });
     let options = Options::new()
         .consumer_poll_interval(Duration::ZERO)
         .read_ahead(usize::from(input.read_ahead) + 1);
@@ -64,7 +77,7 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
     // Published, unreleased items and unpublished ones, with end positions.
     let mut published: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     let mut unpublished: Vec<(u64, Vec<u8>)> = Vec::new();
-    let (mut cpos, mut ppos, mut tail) = (0u64, 0u64, 0u64);
+    let (mut cpos, mut ppos, mut tail) = (start, start, start);
     let (mut suspend, mut ack) = (false, false);
     let mut seed = 0u64;
     // The position an advance_pipelined left to be written later.
@@ -114,6 +127,7 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
                 match r {
                     Ok(end) => {
                         assert!(!ack && total + tail - cpos <= capacity);
+                        assert!(tail + total <= Position::MAX.offset());
                         for (it, size) in items.into_iter().zip(sizes) {
                             tail += size;
                             unpublished.push((tail, it));
@@ -124,8 +138,13 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
                     Err(Error::TooLarge { .. }) => assert!(
                         !ack && (lens.iter().any(|&l| l as u64 + 4 > capacity) || total > capacity)
                     ),
+                    Err(Error::PositionLimit { end }) => {
+                        assert!(!ack && total <= capacity);
+                        assert!(tail + total > Position::MAX.offset() && end == tail + total);
+                    }
                     Err(Error::Retry(RetryReason::Full)) => {
-                        assert!(!ack && total <= capacity && tail + total - cpos > capacity)
+                        assert!(!ack && total <= capacity && tail + total - cpos > capacity);
+                        assert!(tail + total <= Position::MAX.offset());
                     }
                     Err(e) => panic!("push {lens:?}: {e}"),
                 }
@@ -139,8 +158,9 @@ fn run(disk: MemDevice, capacity: u64, input: &Input) {
                 let k = usize::from(*k) % unpublished.len();
                 let end = unpublished[k].0;
                 p.advance(Position::new(end)).unwrap();
-                publish(end, &mut unpublished, &mut published, &mut ppos);
-                deferred = None;
+                // Below a pending pipelined position, that one is published.
+                let to = end.max(deferred.take().unwrap_or(0));
+                publish(to, &mut unpublished, &mut published, &mut ppos);
             }
             Op::ProducerAdvancePipelined(k) => {
                 let Some(p) = producer.as_mut() else { continue };

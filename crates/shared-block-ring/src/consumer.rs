@@ -62,10 +62,12 @@ pub struct Consumer<D: BlockDevice, C: Codec = Bytes> {
     producer: u64,
     /// The producer's `suspend_ack` as last read.
     ack: bool,
-    /// Power-loss mode: a producer position known to be on stable storage
-    /// (read, then flushed). The consumer never makes a position beyond it
-    /// durable before another flush: otherwise a power cut could keep our
-    /// new position but lose the producer's, leaving consumer > producer.
+    /// Power-loss mode: a producer position known to be on stable storage:
+    /// read before a flush of ours that succeeded (0 until then). The
+    /// consumer never makes a position beyond it durable before another
+    /// flush: otherwise a power cut could keep our new position but lose
+    /// the producer's, leaving consumer > producer. Only a flush updates
+    /// it: our durable (FUA) writes make only our own sector durable.
     producer_durable: u64,
     /// Stream bytes `buf_start..buf_end` are in `buf`, all published.
     buf: AlignedBuf,
@@ -378,8 +380,13 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
             return Ok(());
         }
         let power_loss = self.link.options.durability == Durability::PowerLoss;
-        let seen = self.producer;
         if power_loss && p > self.producer_durable {
+            // The producer position we read may still be only in the
+            // device's cache (the producer writes its pointer before the
+            // flush that makes it durable). A flush now covers it. Our own
+            // durable (FUA) write below would not: it makes only our sector
+            // durable, so it never counts as this flush.
+            let seen = self.producer;
             self.link.flush()?;
             self.producer_durable = seen;
         }
@@ -387,10 +394,6 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
             position: p,
             flag: self.suspend,
         })?;
-        if power_loss {
-            // The durable write flushed everything read before it.
-            self.producer_durable = seen;
-        }
         self.consumer = p;
         Ok(())
     }
@@ -457,7 +460,10 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
         }
         let ss = self.link.geometry.sector_size() as u64;
         let first = from / ss;
-        let want = (from + self.link.options.read_ahead as u64)
+        // Saturating: the read-ahead is the caller's choice (up to
+        // usize::MAX); the sum is capped by the producer position anyway.
+        let want = from
+            .saturating_add(self.link.options.read_ahead as u64)
             .min(self.producer)
             .max(to);
         let last = want.div_ceil(ss);

@@ -148,6 +148,15 @@ pub enum Corruption {
         /// Data capacity of the ring.
         capacity: u64,
     },
+    /// A state position past [`Position::MAX`](crate::Position::MAX)
+    /// (2^63 - 4): no ring gets there, and the arithmetic on positions
+    /// keeps its headroom only below it.
+    PositionTooLarge {
+        /// Whose state sector.
+        side: Side,
+        /// The position found.
+        position: u64,
+    },
     /// An item's length runs past the producer position.
     ItemPastProducer {
         /// Stream position of the item.
@@ -371,6 +380,13 @@ impl fmt::Display for Corruption {
                 layout::CONSUMER_SECTOR,
                 layout::PRODUCER_SECTOR
             ),
+            Corruption::PositionTooLarge { side, position } => write!(
+                f,
+                "sector {} bytes 0..8: the {side} position {position} is past the largest valid \
+                 position {} (2^63 - 4)",
+                side.sector(),
+                crate::Position::MAX
+            ),
             Corruption::UsedExceedsCapacity { used, capacity } => write!(
                 f,
                 "producer - consumer = {used} bytes in use, more than the ring's capacity of {capacity} bytes"
@@ -524,6 +540,20 @@ pub enum Error {
         needed: u64,
         /// Data capacity of the ring.
         capacity: u64,
+    },
+
+    /// A push would take the stream past [`Position::MAX`](crate::Position::MAX)
+    /// (2^63 - 4, about 9.2 EB of items since the ring was created).
+    /// Nothing was pushed; the consumer can still drain the ring, which
+    /// must then be erased and created anew. Not transient.
+    #[error(
+        "cannot push: the stream would end at position {end}, past the largest position the \
+         format allows ({}); drain the ring, then erase and create it anew",
+        crate::Position::MAX
+    )]
+    PositionLimit {
+        /// Where the stream would have ended (saturated at `u64::MAX`).
+        end: u64,
     },
 
     /// The device holds an invalid state.
@@ -802,6 +832,7 @@ impl Error {
                 needed: *needed,
                 capacity: *capacity,
             },
+            Error::PositionLimit { end } => Error::PositionLimit { end: *end },
             Error::Corrupt(c) => Error::Corrupt(c.clone()),
             Error::PositionOutOfRange {
                 position,

@@ -246,9 +246,10 @@ impl fmt::Write for TextWriter<'_> {
 /// Reads a state sector.
 ///
 /// # Errors
-/// [`Corruption::BadFlag`] for a flag byte other than 1 or 2, and
+/// [`Corruption::BadFlag`] for a flag byte other than 1 or 2,
 /// [`Corruption::UnalignedPosition`] for a position that is not a multiple
-/// of 4.
+/// of 4, and [`Corruption::PositionTooLarge`] for one past
+/// [`Position::MAX`](crate::Position::MAX).
 pub fn decode_state(side: Side, sector: &[u8]) -> Result<State, Corruption> {
     let mut pos = [0u8; 8];
     pos.copy_from_slice(
@@ -262,6 +263,9 @@ pub fn decode_state(side: Side, sector: &[u8]) -> Result<State, Corruption> {
     };
     if position % layout::ITEM_ALIGN != 0 {
         return Err(Corruption::UnalignedPosition { side, position });
+    }
+    if position > crate::Position::MAX.offset() {
+        return Err(Corruption::PositionTooLarge { side, position });
     }
     Ok(State { position, flag })
 }
@@ -506,6 +510,31 @@ mod tests {
                 position: 6
             })
         );
+    }
+
+    #[test]
+    fn positions_past_the_maximum_are_refused() {
+        let mut s = vec![0u8; 512];
+        s[8] = 2;
+        for (position, ok) in [
+            (crate::Position::MAX.offset(), true),
+            (crate::Position::MAX.offset() + 4, false),
+            (u64::MAX - 3, false),
+        ] {
+            s[..8].copy_from_slice(&position.to_le_bytes());
+            let r = decode_state(Side::Consumer, &s);
+            if ok {
+                assert_eq!(r.map(|st| st.position), Ok(position));
+            } else {
+                assert_eq!(
+                    r,
+                    Err(Corruption::PositionTooLarge {
+                        side: Side::Consumer,
+                        position
+                    })
+                );
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,17 @@ impl Position {
     /// The start of the stream, where a new ring begins.
     pub const ZERO: Position = Position(0);
 
+    /// The largest position the format allows: 2^63 - 4, the largest
+    /// multiple of 4 the OCaml library's signed 64-bit positions can hold
+    /// (about 9.2 EB of items after the ring was created). A state sector
+    /// holding a larger position is corrupt
+    /// ([`Corruption::PositionTooLarge`](crate::Corruption::PositionTooLarge)),
+    /// and a push that would end past it fails with
+    /// [`Error::PositionLimit`](crate::Error::PositionLimit). The 2^63
+    /// above it are headroom: a position plus any length, capacity or
+    /// read-ahead cannot overflow a u64.
+    pub const MAX: Position = Position(i64::MAX as u64 - 3);
+
     /// A position at byte offset `offset` of the stream.
     pub const fn new(offset: u64) -> Position {
         Position(offset)

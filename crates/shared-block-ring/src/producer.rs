@@ -51,8 +51,16 @@ use crate::ring::{self, Created, Durability, Link, Options, RingState};
 pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     link: Link<D>,
     codec: C,
-    /// The position in the producer sector on the device.
+    /// The position in the producer sector on the device (written, and so
+    /// visible to the consumer; perhaps not durable yet).
     published: u64,
+    /// The producer position known to be on stable storage: written by a
+    /// durable write, or written before a flush that succeeded. In the
+    /// process-crash mode, which flushes nothing, it follows `published`.
+    /// While it lags behind `published` (a failed flush), the publication
+    /// is still pending: `sync`, `advance` or a retried
+    /// `advance_pipelined` makes it durable.
+    published_durable: u64,
     /// The end of the last pushed item: `published..tail` is written but
     /// not yet visible.
     tail: u64,
@@ -62,8 +70,9 @@ pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     ack: bool,
     /// When the consumer sector was last read.
     looked_at: Instant,
-    /// Data written since the last flush (power-loss mode only matters).
-    unflushed: bool,
+    /// The tail at the last flush that succeeded (or at attach): items
+    /// before it are on stable storage (power-loss mode).
+    flushed_to: u64,
     /// Power-loss mode: a consumer position that is on stable storage (we
     /// read it, then flushed; 0 until then). Space the consumer released beyond it is not
     /// overwritten before another flush: otherwise a power cut could bring
@@ -123,11 +132,12 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             link,
             codec,
             published: p.position,
+            published_durable: p.position,
             tail: p.position,
             consumer: c.position,
             ack: p.flag,
             looked_at: Instant::now(),
-            unflushed: false,
+            flushed_to: p.position,
             consumer_durable: 0,
             deferred: None,
             staging,
@@ -311,7 +321,12 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// the sector is on stable storage when this returns (two flushes in
     /// all; see [`advance_pipelined`](Self::advance_pipelined) for one).
     ///
-    /// Positions already published are accepted and change nothing.
+    /// The producer position never moves back, and nothing already
+    /// promised is dropped: a position below the one left pending by
+    /// [`advance_pipelined`](Self::advance_pipelined) publishes that
+    /// pending position (its items are already durable), and a position
+    /// already published changes nothing, except that a publication a
+    /// failed call left not yet durable is made durable.
     ///
     /// # Errors
     /// [`Error::InvalidPosition`] for a position past the last push or not
@@ -319,17 +334,19 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// unpublished, and `advance` may be called again).
     pub fn advance(&mut self, position: Position) -> Result<()> {
         let p = self.check_advance(position)?;
-        if p <= self.published {
+        let target = p.max(self.published).max(self.deferred.unwrap_or(0));
+        if target <= self.published_durable {
             return Ok(());
         }
-        if self.power_loss() && self.unflushed && self.deferred.is_none_or(|d| p > d) {
+        if self.power_loss() && target > self.flushed_to {
             self.flush()?;
         }
         self.link.write_state(State {
-            position: p,
+            position: target,
             flag: self.ack,
         })?;
-        self.published = p;
+        self.published = target;
+        self.published_durable = target;
         self.deferred = None;
         Ok(())
     }
@@ -348,22 +365,33 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// yet visible. A pointer is never written before the flush that covers
     /// its items.
     ///
+    /// A position at or below the pending one changes nothing (unless a
+    /// failed call left a publication not yet durable: this call then
+    /// flushes to make it durable).
+    ///
     /// In the process-crash mode there are no flushes, and this is
     /// [`advance`](Self::advance).
     ///
     /// # Errors
-    /// As [`advance`](Self::advance).
+    /// As [`advance`](Self::advance). After a device error the previous
+    /// position is still pending (see
+    /// [`pending_publication`](Self::pending_publication)): retrying this
+    /// call, [`sync`](Self::sync) or [`advance`](Self::advance) makes it
+    /// durable.
     pub fn advance_pipelined(&mut self, position: Position) -> Result<()> {
         if !self.power_loss() {
             return self.advance(position);
         }
         let p = self.check_advance(position)?;
-        if p <= self.deferred.unwrap_or(self.published) {
+        let pending = self.deferred.unwrap_or(self.published);
+        if p <= pending && self.published == self.published_durable {
             return Ok(());
         }
         if let Some(d) = self.deferred {
             // Its items were flushed by the previous call; the flush below
-            // makes the pointer durable.
+            // makes the pointer durable. If that flush fails, the pointer
+            // is visible but not durable: `published_durable` still lags,
+            // so the publication stays pending.
             self.link.write_state_as(
                 State {
                     position: d,
@@ -375,27 +403,36 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             self.deferred = None;
         }
         self.flush()?;
-        self.deferred = Some(p);
+        if p > self.published {
+            self.deferred = Some(p);
+        }
         Ok(())
     }
 
-    /// Writes the pointer left pending by
-    /// [`advance_pipelined`](Self::advance_pipelined), durably. A no-op
-    /// when nothing is pending.
+    /// Makes the publication left pending by
+    /// [`advance_pipelined`](Self::advance_pipelined) (or by a failed call)
+    /// durable: writes its pointer durably. A no-op when nothing is
+    /// pending.
     ///
     /// # Errors
-    /// A device error (the pointer is then still pending).
+    /// A device error (the publication is then still pending).
     pub fn sync(&mut self) -> Result<()> {
-        match self.deferred {
-            Some(d) => self.advance(Position::new(d)),
+        match self.pending_publication() {
+            Some(d) => self.advance(d),
             None => Ok(()),
         }
     }
 
-    /// The position an [`advance_pipelined`](Self::advance_pipelined) left
-    /// to be written by the next call or [`sync`](Self::sync).
+    /// The position whose publication is not yet durable: the one an
+    /// [`advance_pipelined`](Self::advance_pipelined) left to be written by
+    /// the next call or [`sync`](Self::sync), or one whose pointer a failed
+    /// call wrote without making it durable. `None` when every publication
+    /// is durable.
     pub fn pending_publication(&self) -> Option<Position> {
-        self.deferred.map(Position::new)
+        let unsynced = self.published > self.published_durable;
+        self.deferred
+            .or(unsynced.then_some(self.published))
+            .map(Position::new)
     }
 
     fn power_loss(&self) -> bool {
@@ -414,12 +451,13 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         Ok(p)
     }
 
-    /// Flushes the device: the data written so far, and the consumer
-    /// position read before, are then on stable storage.
+    /// Flushes the device: the data and the pointer written so far, and
+    /// the consumer position read before, are then on stable storage.
     fn flush(&mut self) -> Result<()> {
         let seen = self.consumer;
         self.link.flush()?;
-        self.unflushed = false;
+        self.flushed_to = self.tail;
+        self.published_durable = self.published;
         self.consumer_durable = seen;
         Ok(())
     }
@@ -474,6 +512,10 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
                 flag: suspend,
             })?;
             self.ack = suspend;
+            // A durable write in the power-loss mode (whose items were
+            // flushed before the pointer was first written); nothing is in
+            // the process-crash mode, where this follows `published`.
+            self.published_durable = self.published;
         }
         Ok(())
     }
@@ -514,21 +556,35 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         let capacity = geometry.capacity();
         let head = self.head();
         let total = (end - head) as u64;
-        if self.tail + total - self.consumer > capacity {
+        // Positions stay at most Position::MAX, which leaves 2^63 of
+        // headroom above: once `new_tail` is checked, the sums below (a
+        // position plus at most a capacity and a sector) cannot overflow.
+        let new_tail = self
+            .tail
+            .checked_add(total)
+            .filter(|&t| t <= Position::MAX.offset())
+            .ok_or(Error::PositionLimit {
+                end: self.tail.saturating_add(total),
+            })?;
+        if new_tail - self.consumer > capacity {
             self.look_at_consumer()?;
             if self.ack {
                 return Err(Error::Suspended);
             }
-            if self.tail + total - self.consumer > capacity {
+            if new_tail - self.consumer > capacity {
                 return Err(Error::Retry(RetryReason::Full));
             }
         }
-        let new_tail = self.tail + total;
         let sectors = end.div_ceil(ss);
         // The write covers whole sectors: its last one runs past new_tail.
         let write_end = self.tail - head as u64 + (sectors * ss) as u64;
         let durable = self.consumer_durable;
-        if self.power_loss() && durable < self.consumer && write_end > durable + capacity {
+        // Saturating: a ring larger than the headroom (no real device)
+        // must not overflow here either.
+        if self.power_loss()
+            && durable < self.consumer
+            && write_end > durable.saturating_add(capacity)
+        {
             // This write reuses space released since our last flush (or
             // since attaching). Make the release durable first, or a power
             // cut could restore the old consumer position over items that
@@ -555,7 +611,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
                 // space, unless they wrap around onto data the consumer has
                 // not read.
                 let last = new_tail / ss as u64;
-                if (last + 1) * ss as u64 > self.consumer + capacity {
+                if (last + 1) * ss as u64 > self.consumer.saturating_add(capacity) {
                     let from = end % ss;
                     let on_disk = self.link.read_stream_sector(last)?;
                     let keep = &on_disk[from..];
@@ -567,7 +623,6 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         };
         self.link
             .write_stream(self.tail / ss as u64, &self.staging[..write_sectors * ss])?;
-        self.unflushed = true;
         if new_tail % ss as u64 != 0 && write_sectors == sectors && sectors > 1 {
             // Keep the new tail's partial sector at the front.
             self.staging
@@ -582,7 +637,7 @@ impl<D: BlockDevice, C: Codec> Drop for Producer<D, C> {
     /// Writes a pointer left pending by `advance_pipelined` (best effort:
     /// call [`sync`](Producer::sync) to see whether it worked).
     fn drop(&mut self) {
-        if self.deferred.is_some() {
+        if self.pending_publication().is_some() {
             if let Err(e) = self.sync() {
                 tracing::warn!(error = %e, "could not publish the last pipelined batch");
             }

@@ -62,6 +62,14 @@ fn rows() -> Vec<(&'static str, Error)> {
     set(&disk, 512, &(14848u64 + 4).to_le_bytes());
     rows.push(("used beyond capacity", consumer_error(disk)));
 
+    let disk = two_items();
+    set(&disk, 512, &(u64::MAX - 3).to_le_bytes());
+    rows.push(("producer position near 2^64", consumer_error(disk)));
+
+    let disk = two_items();
+    set(&disk, 2 * 512, &(1u64 << 63).to_le_bytes());
+    rows.push(("consumer position past 2^63 - 4", consumer_error(disk)));
+
     rows.push(("item length past producer", item_error(100)));
     rows.push(("a length of 4 GiB", item_error(u32::MAX)));
 

@@ -258,6 +258,100 @@ fn a_truncated_file_is_too_small_or_out_of_range() {
     );
 }
 
+/// A fresh empty ring with both positions set to `producer` and `consumer`.
+fn ring_at(producer: u64, consumer: u64) -> MemDevice {
+    let disk = MemDevice::new(512, 32);
+    create(&disk).unwrap();
+    set_u64(&disk, 512, producer);
+    set_u64(&disk, 1024, consumer);
+    disk
+}
+
+/// Regression test (issue 15, item 4): positions near the top of the u64
+/// range, from a hostile or corrupt image, are refused at attach, naming
+/// the side and the value. They used to be accepted: with both at
+/// `u64::MAX - 3` a push panicked on overflow in a debug build, and in a
+/// release build acknowledged an item the consumer never saw; with the
+/// consumer 100 bytes behind, the consumer's read-ahead overflowed.
+#[test]
+fn positions_past_the_maximum_are_refused_at_attach() {
+    let max = Position::MAX.offset();
+    assert_eq!(max, (1 << 63) - 4);
+    for (producer, consumer, side, bad) in [
+        (u64::MAX - 3, u64::MAX - 3, Side::Producer, u64::MAX - 3),
+        (u64::MAX - 3, u64::MAX - 103, Side::Producer, u64::MAX - 3),
+        (max + 4, max - 96, Side::Producer, max + 4),
+        (max + 4, max + 4, Side::Producer, max + 4),
+        (max, max + 4, Side::Consumer, max + 4),
+        (100, 1 << 63, Side::Consumer, 1 << 63),
+    ] {
+        let disk = ring_at(producer, consumer);
+        let (p, c) = attach_both(&disk);
+        for r in [p, c] {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, Error::Corrupt(Corruption::PositionTooLarge { side: s, position })
+                    if s == side && position == bad),
+                "producer {producer}, consumer {consumer}: {e}"
+            );
+        }
+    }
+    // The error names the sector, the side and both values.
+    let e = Consumer::attach(ring_at(u64::MAX - 3, 0), Options::new()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the ring is corrupt: sector 1 bytes 0..8: the producer position 18446744073709551612 \
+         is past the largest valid position 9223372036854775804 (2^63 - 4)"
+    );
+}
+
+/// A ring whose stream reaches `Position::MAX` works up to it exactly;
+/// then a push fails with `Error::PositionLimit`, pushes nothing, and the
+/// items before it are still delivered.
+#[test]
+fn the_stream_works_up_to_the_maximum_position_and_refuses_to_pass_it() {
+    let max = Position::MAX.offset();
+    // Mid-sector, so the item crosses a sector boundary.
+    let start = max - 16;
+    let disk = ring_at(start, start);
+    let mut p = Producer::attach(disk.clone(), Options::new()).unwrap();
+    let mut c = Consumer::attach(disk.clone(), Options::new()).unwrap();
+    let a = p.push(b"abcd").unwrap();
+    assert_eq!(a.offset(), max - 8);
+    let end = p.push(b"efg").unwrap();
+    assert_eq!(end, Position::MAX);
+    p.advance(end).unwrap();
+    for what in [&b""[..], b"x"] {
+        let e = p.push(what).unwrap_err();
+        assert!(
+            matches!(e, Error::PositionLimit { end } if end == max + 4 + 4 * what.len() as u64),
+            "{e}"
+        );
+        assert!(!e.is_transient());
+    }
+    assert!(matches!(
+        p.push_many([&b"y"[..], b"z"]),
+        Err(Error::PositionLimit { .. })
+    ));
+    assert_eq!(
+        p.push(b"x").unwrap_err().to_string(),
+        "cannot push: the stream would end at position 9223372036854775812, past the largest \
+         position the format allows (9223372036854775804); drain the ring, then erase and \
+         create it anew"
+    );
+    assert_eq!((p.tail(), p.published()), (end, end));
+    p.advance(end).unwrap();
+    assert_eq!(c.pop().unwrap(), (a, b"abcd".to_vec()));
+    assert_eq!(c.pop_from(a).unwrap(), (end, b"efg".to_vec()));
+    assert!(c.pop_from(end).unwrap_err().is_retry());
+    c.advance(end).unwrap();
+    drop((p, c));
+    // Both sides attach to the drained ring at the maximum.
+    let (p, c) = attach_both(&disk);
+    p.unwrap();
+    c.unwrap();
+}
+
 #[test]
 fn errors_are_distinct_variants() {
     // One representative of each, to guard against two failures sharing a
@@ -300,6 +394,12 @@ fn errors_are_distinct_variants() {
             needed: 600,
             capacity: 512,
         },
+        Corruption::PositionTooLarge {
+            side: Side::Producer,
+            position: u64::MAX - 3,
+        }
+        .into(),
+        Error::PositionLimit { end: 1 << 63 },
     ];
     let texts: std::collections::HashSet<String> = errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(texts.len(), errors.len());

@@ -25,10 +25,19 @@
 //!   was suspended), pushes and publishes a new item, and the consumer
 //!   reads it.
 //!
+//! Two-handle workloads also interleave the sides: the other side takes
+//! steps inside each side's calls, before each of its device operations
+//! and inside its durable (FUA) writes, while they are visible and not yet
+//! durable (see [`Hooked`]). `FaultDevice` makes a FUA write durable for
+//! its own sector only, so a crash there may keep the other side's
+//! unflushed writes or not.
+//!
 //! The number of distinct crash states checked is printed (run with
 //! `--nocapture` to see it).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -62,6 +71,21 @@ enum Op {
     ReattachConsumer,
 }
 
+impl Op {
+    fn is_producer(&self) -> bool {
+        matches!(
+            self,
+            Op::Push(_)
+                | Op::PushMany(_)
+                | Op::ProducerAdvance(_)
+                | Op::ProducerAdvancePipelined(_)
+                | Op::Sync
+                | Op::ProducerState
+                | Op::ReattachProducer
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Workload {
     seed: u64,
@@ -70,6 +94,9 @@ struct Workload {
     durability: Durability,
     /// Whether the producer re-reads the consumer sector on every push.
     eager: bool,
+    /// Two handles interleaved: the other side also acts in the middle of
+    /// a side's call (see [`Hooked`]).
+    interleave: bool,
     ops: Vec<Op>,
 }
 
@@ -82,19 +109,21 @@ impl Workload {
         len: usize,
     ) -> Workload {
         let mut rng = StdRng::seed_from_u64(seed);
-        let capacity = (sectors as usize - 3) * sector_size;
-        let size = |rng: &mut StdRng| match rng.random_range(0..10) {
-            0 => 0,
-            1..=5 => rng.random_range(1..200),
-            6..=8 => rng.random_range(200..sector_size * 2),
-            _ => rng.random_range(0..capacity / 2),
+        let mut w = Workload {
+            seed,
+            sector_size,
+            sectors,
+            durability,
+            eager: seed % 2 == 0,
+            interleave: false,
+            ops: Vec::new(),
         };
-        let ops = (0..len)
+        w.ops = (0..len)
             .map(|_| match rng.random_range(0..100) {
-                0..=27 => Op::Push(size(&mut rng)),
+                0..=27 => Op::Push(w.item_size(&mut rng)),
                 28..=37 => {
                     let n = rng.random_range(1..5);
-                    Op::PushMany((0..n).map(|_| size(&mut rng) / 2).collect())
+                    Op::PushMany((0..n).map(|_| w.item_size(&mut rng) / 2).collect())
                 }
                 38..=47 => Op::ProducerAdvance(rng.random::<u32>() as usize),
                 48..=55 => Op::ProducerAdvancePipelined(rng.random::<u32>() as usize),
@@ -109,13 +138,50 @@ impl Workload {
                 _ => Op::ReattachConsumer,
             })
             .collect();
-        Workload {
-            seed,
-            sector_size,
-            sectors,
-            durability,
-            eager: seed % 2 == 0,
-            ops,
+        w
+    }
+
+    /// The same, with the other side acting inside each side's calls.
+    fn interleaved(mut self) -> Workload {
+        self.interleave = true;
+        self
+    }
+
+    fn item_size(&self, rng: &mut StdRng) -> usize {
+        match rng.random_range(0..10) {
+            0 => 0,
+            1..=5 => rng.random_range(1..200),
+            6..=8 => rng.random_range(200..self.sector_size * 2),
+            _ => rng.random_range(0..self.capacity() as usize / 2),
+        }
+    }
+
+    /// A producer step taken inside a consumer call: a push, a
+    /// publication or a look at the consumer, in the proportions of the
+    /// main mix.
+    fn producer_op(&self, rng: &mut StdRng) -> Op {
+        match rng.random_range(0..59) {
+            0..=27 => Op::Push(self.item_size(rng)),
+            28..=37 => {
+                let n = rng.random_range(1..5);
+                Op::PushMany((0..n).map(|_| self.item_size(rng) / 2).collect())
+            }
+            38..=47 => Op::ProducerAdvance(rng.random::<u32>() as usize),
+            48..=55 => Op::ProducerAdvancePipelined(rng.random::<u32>() as usize),
+            56 => Op::Sync,
+            _ => Op::ProducerState,
+        }
+    }
+
+    /// A consumer step taken inside a producer call: a read, a release or
+    /// a suspend request, in the proportions of the main mix.
+    fn consumer_op(&self, rng: &mut StdRng) -> Op {
+        match rng.random_range(0..37) {
+            0..=7 => Op::Pop,
+            8..=10 => Op::Fold,
+            11..=28 => Op::ConsumerAdvance(rng.random::<u32>() as usize),
+            29..=30 => Op::Suspend,
+            _ => Op::Resume,
         }
     }
 
@@ -180,38 +246,261 @@ enum End {
     Crashed,
 }
 
-/// Runs `w` on `dev` until it ends or the device crashes. Any error other
-/// than the expected transient ones, or an I/O error after the crash,
-/// is a violation (panics with the workload and step).
-fn run(w: &Workload, dev: &FaultDevice<MemDevice>) -> (Acked, End) {
-    let mut a = Acked::default();
-    let stop = |what: &str, e: Error, step: usize| -> End {
+type Dev = FaultDevice<MemDevice>;
+
+/// The device each side uses: the shared [`FaultDevice`] and, in an
+/// interleaved workload, a hook that lets the other side take a few steps
+/// in the middle of this side's call: before each of its device
+/// operations, and inside each durable (FUA) write, once the write is in
+/// the device's cache (visible to the other side) and before it is
+/// durable. One thread runs everything, so every run of a workload is the
+/// same and can be crashed at each of its crash points in turn.
+///
+/// This reaches the states where one side acts on a write of the other
+/// that is visible but not yet durable: the consumer reading a pipelined
+/// pointer written just before its flush, and releasing up to it; the
+/// producer reading a consumer position whose FUA write has not completed,
+/// and filling the space it releases.
+#[derive(Clone)]
+struct Hooked {
+    inner: Dev,
+    side: Side,
+    world: Weak<World>,
+}
+
+impl Hooked {
+    fn hook(&self) {
+        if let Some(world) = self.world.upgrade() {
+            let steps = world.next_steps(self.side);
+            world.run_steps(self.side, steps);
+        }
+    }
+}
+
+impl shared_block_ring::BlockDevice for Hooked {
+    fn sector_size(&self) -> usize {
+        self.inner.sector_size()
+    }
+    fn sectors(&self) -> u64 {
+        self.inner.sectors()
+    }
+    fn read(&self, sector: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.hook();
+        self.inner.read(sector, buf)
+    }
+    fn write(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.hook();
+        self.inner.write(sector, buf)
+    }
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.hook();
+        if let Some(world) = self.world.upgrade() {
+            let steps = world.next_steps(self.side);
+            if !steps.is_empty() {
+                // In flight: visible to the other side, not yet durable.
+                self.inner.write(sector, buf)?;
+                world.run_steps(self.side, steps);
+            }
+        }
+        self.inner.write_durable(sector, buf)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.hook();
+        self.inner.flush()
+    }
+    fn try_lock(&self, side: Side) -> std::io::Result<Result<(), String>> {
+        self.inner.try_lock(side)
+    }
+    fn unlock(&self, side: Side) {
+        self.inner.unlock(side)
+    }
+}
+
+/// The producer's side of a run.
+struct ProducerSide {
+    p: Option<Producer<Hooked>>,
+    /// The end of the last item pushed.
+    tail: u64,
+    /// Items pushed so far (numbers them).
+    pushed: u64,
+}
+
+/// One run of a workload: both handles, and what the library told them.
+struct World {
+    w: Workload,
+    dev: Dev,
+    me: Weak<World>,
+    acked: Mutex<Acked>,
+    producer: Mutex<ProducerSide>,
+    consumer: Mutex<Option<Consumer<Hooked>>>,
+    /// Hook calls so far: numbers them for the schedule.
+    hooks: AtomicU64,
+    /// True while a hook runs steps (they do not nest).
+    nested: AtomicBool,
+    /// Steps taken inside the other side's calls.
+    inside: AtomicU64,
+}
+
+/// Locks a mutex of this single-threaded test (a panic already fails it).
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl World {
+    fn device(&self, side: Side) -> Hooked {
+        Hooked {
+            inner: self.dev.clone(),
+            side,
+            world: self.me.clone(),
+        }
+    }
+
+    fn acked(&self) -> MutexGuard<'_, Acked> {
+        locked(&self.acked)
+    }
+
+    /// An error from the library: after the crash, the end of the run;
+    /// anything else is a violation.
+    fn stop(&self, what: &str, e: Error, step: usize) -> End {
         assert!(
-            e.is_io() && dev.has_crashed(),
+            e.is_io() && self.dev.has_crashed(),
             "workload seed {} step {step}: {what}: unexpected error {e}",
-            w.seed
+            self.w.seed
         );
         End::Crashed
-    };
-    match create(dev) {
-        Ok(_) => a.created = true,
-        Err(e) => return (a, stop("create", e, 0)),
     }
-    let opts = w.options();
-    let mut producer = match Producer::attach(dev.clone(), opts.clone()) {
-        Ok(p) => Some(p),
-        Err(e) => return (a, stop("producer attach", e, 0)),
-    };
-    let mut consumer = match Consumer::attach(dev.clone(), opts.clone()) {
-        Ok(c) => c,
-        Err(e) => return (a, stop("consumer attach", e, 0)),
-    };
-    let mut tail = 0u64;
-    let mut pushed = 0u64;
-    for (step, op) in w.ops.iter().enumerate() {
+
+    /// The steps the other side takes at this hook of `side`'s call: none
+    /// most of the time, or one to three, drawn from the seed and the
+    /// number of the hook.
+    fn next_steps(&self, side: Side) -> Vec<Op> {
+        if !self.w.interleave || self.nested.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let n = self.hooks.fetch_add(1, Ordering::Relaxed);
+        let mut rng = StdRng::seed_from_u64(self.w.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if rng.random_range(0..4) != 0 {
+            return Vec::new();
+        }
+        (0..rng.random_range(1..=3))
+            .map(|_| match side {
+                Side::Producer => self.w.consumer_op(&mut rng),
+                Side::Consumer => self.w.producer_op(&mut rng),
+            })
+            .collect()
+    }
+
+    /// Runs the other side's `steps` inside a call of `side`, unless the
+    /// other side is itself in a call.
+    fn run_steps(&self, side: Side, steps: Vec<Op>) {
+        if steps.is_empty() {
+            return;
+        }
+        self.nested.store(true, Ordering::Relaxed);
+        match side {
+            Side::Producer => {
+                if let Ok(mut c) = self.consumer.try_lock() {
+                    for op in &steps {
+                        self.inside.fetch_add(1, Ordering::Relaxed);
+                        if self.consumer_step(&mut c, op, usize::MAX).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Side::Consumer => {
+                if let Ok(mut p) = self.producer.try_lock() {
+                    for op in &steps {
+                        self.inside.fetch_add(1, Ordering::Relaxed);
+                        if self.producer_step(&mut p, op, usize::MAX).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.nested.store(false, Ordering::Relaxed);
+    }
+
+    /// Runs the workload until it ends or the device crashes. Any error
+    /// other than the expected transient ones, or an I/O error after the
+    /// crash, is a violation (panics with the workload and step).
+    fn drive(&self) -> End {
+        match create(&self.dev) {
+            Ok(_) => self.acked().created = true,
+            Err(e) => return self.stop("create", e, 0),
+        }
+        let opts = self.w.options();
+        match Producer::attach(self.device(Side::Producer), opts.clone()) {
+            Ok(p) => locked(&self.producer).p = Some(p),
+            Err(e) => return self.stop("producer attach", e, 0),
+        }
+        match Consumer::attach(self.device(Side::Consumer), opts) {
+            Ok(c) => *locked(&self.consumer) = Some(c),
+            Err(e) => return self.stop("consumer attach", e, 0),
+        }
+        for (step, op) in self.w.ops.iter().enumerate() {
+            let r = if op.is_producer() {
+                self.producer_step(&mut locked(&self.producer), op, step)
+            } else {
+                self.consumer_step(&mut locked(&self.consumer), op, step)
+            };
+            if let Err(end) = r {
+                return end;
+            }
+            if self.dev.has_crashed() {
+                // In a step the hooks ran; the call around them failed
+                // after it and said so.
+                return End::Crashed;
+            }
+        }
+        // Dropping the producer writes a pending pipelined pointer.
+        let deferred = self.acked().deferred;
+        self.acked().p_inflight = deferred;
+        let p = locked(&self.producer).p.take();
+        drop(p);
+        if self.dev.has_crashed() {
+            return End::Crashed;
+        }
+        let mut a = self.acked();
+        if let Some(d) = a.deferred.take() {
+            a.p_ack = d;
+        }
+        a.p_inflight = None;
+        End::Finished
+    }
+
+    /// One producer step.
+    fn producer_step(&self, ps: &mut ProducerSide, op: &Op, step: usize) -> Result<(), End> {
+        let w = &self.w;
+        if let Op::ReattachProducer = op {
+            // Dropping the producer writes a pending pipelined pointer.
+            let deferred = self.acked().deferred;
+            self.acked().p_inflight = deferred;
+            ps.p = None;
+            if self.dev.has_crashed() {
+                return Err(End::Crashed);
+            }
+            let mut a = self.acked();
+            if let Some(d) = a.deferred.take() {
+                a.p_ack = d;
+            }
+            a.p_inflight = None;
+            // Unpublished items are abandoned; their space is reused.
+            let p_ack = a.p_ack;
+            a.items.retain(|&start, _| start < p_ack);
+            ps.tail = p_ack;
+            drop(a);
+            return self.attach_producer(ps, step);
+        }
+        let Some(p) = ps.p.as_mut() else {
+            if let Op::ProducerState = op {
+                return self.attach_producer(ps, step);
+            }
+            return Ok(());
+        };
         match op {
             Op::Push(_) | Op::PushMany(_) => {
-                let Some(p) = producer.as_mut() else { continue };
                 let lens = match op {
                     Op::Push(l) => vec![*l],
                     Op::PushMany(ls) => ls.clone(),
@@ -220,7 +509,7 @@ fn run(w: &Workload, dev: &FaultDevice<MemDevice>) -> (Acked, End) {
                 let items: Vec<Vec<u8>> = lens
                     .iter()
                     .enumerate()
-                    .map(|(i, &l)| item_bytes(w.seed, pushed + i as u64, l))
+                    .map(|(i, &l)| item_bytes(w.seed, ps.pushed + i as u64, l))
                     .collect();
                 let r = match op {
                     Op::Push(_) => p.push(&items[0]),
@@ -228,13 +517,14 @@ fn run(w: &Workload, dev: &FaultDevice<MemDevice>) -> (Acked, End) {
                 };
                 match r {
                     Ok(end) => {
+                        let mut a = self.acked();
                         for it in items {
-                            let next = tail + layout::item_stream_len(it.len() as u64);
-                            a.items.insert(tail, (next, it));
-                            tail = next;
-                            pushed += 1;
+                            let next = ps.tail + layout::item_stream_len(it.len() as u64);
+                            a.items.insert(ps.tail, (next, it));
+                            ps.tail = next;
+                            ps.pushed += 1;
                         }
-                        assert_eq!(end.offset(), tail, "seed {} step {step}", w.seed);
+                        assert_eq!(end.offset(), ps.tail, "seed {} step {step}", w.seed);
                     }
                     Err(Error::Retry(RetryReason::Full)) | Err(Error::Suspended) => {}
                     // A batch may exceed a tiny ring as a whole.
@@ -245,190 +535,223 @@ fn run(w: &Workload, dev: &FaultDevice<MemDevice>) -> (Acked, End) {
                                 .map(|&l| layout::item_stream_len(l as u64))
                                 .sum::<u64>()
                                 > w.capacity() => {}
-                    Err(e) => return (a, stop("push", e, step)),
+                    Err(e) => return Err(self.stop("push", e, step)),
                 }
             }
             Op::ProducerAdvance(k) => {
-                let Some(p) = producer.as_mut() else { continue };
+                let mut a = self.acked();
                 let ends: Vec<u64> = a.items.range(a.p_ack..).map(|(_, (e, _))| *e).collect();
                 if ends.is_empty() {
-                    continue;
+                    return Ok(());
                 }
-                let target = ends[k % ends.len()];
+                // Below a pending pipelined position, `advance` publishes
+                // that one.
+                let asked = ends[k % ends.len()];
+                let target = asked.max(a.deferred.unwrap_or(0));
                 a.p_inflight = Some(target);
-                match p.advance(Position::new(target)) {
+                drop(a);
+                let r = p.advance(Position::new(asked));
+                let mut a = self.acked();
+                match r {
                     Ok(()) => {
                         a.p_ack = target;
                         a.p_inflight = None;
                         a.deferred = None;
                     }
-                    Err(e) => return (a, stop("producer advance", e, step)),
+                    Err(e) => return Err(self.stop("producer advance", e, step)),
                 }
             }
             Op::ProducerAdvancePipelined(k) => {
-                let Some(p) = producer.as_mut() else { continue };
-                if w.durability != Durability::PowerLoss {
-                    // There it is `advance`.
-                    let ends: Vec<u64> = a.items.range(a.p_ack..).map(|(_, (e, _))| *e).collect();
-                    if ends.is_empty() {
-                        continue;
-                    }
-                    let target = ends[k % ends.len()];
-                    a.p_inflight = Some(target);
-                    match p.advance_pipelined(Position::new(target)) {
-                        Ok(()) => {
-                            a.p_ack = target;
-                            a.p_inflight = None;
-                        }
-                        Err(e) => return (a, stop("producer advance_pipelined", e, step)),
-                    }
-                    continue;
-                }
-                let from = a.deferred.unwrap_or(a.p_ack);
+                let mut a = self.acked();
+                let power_loss = w.durability == Durability::PowerLoss;
+                // In the process-crash mode it is `advance`.
+                let from = if power_loss {
+                    a.deferred.unwrap_or(a.p_ack)
+                } else {
+                    a.p_ack
+                };
                 let ends: Vec<u64> = a.items.range(from..).map(|(_, (e, _))| *e).collect();
                 if ends.is_empty() {
-                    continue;
+                    return Ok(());
                 }
                 let target = ends[k % ends.len()];
-                // This call writes the previous pending pointer.
-                a.p_inflight = a.deferred;
-                match p.advance_pipelined(Position::new(target)) {
-                    Ok(()) => {
+                // In the power-loss mode this call writes the previous
+                // pending pointer.
+                a.p_inflight = if power_loss { a.deferred } else { Some(target) };
+                drop(a);
+                let r = p.advance_pipelined(Position::new(target));
+                let mut a = self.acked();
+                match r {
+                    Ok(()) if power_loss => {
                         if let Some(d) = a.deferred {
                             a.p_ack = d;
                         }
                         a.deferred = Some(target);
                         a.p_inflight = None;
                     }
-                    Err(e) => return (a, stop("producer advance_pipelined", e, step)),
+                    Ok(()) => {
+                        a.p_ack = target;
+                        a.p_inflight = None;
+                    }
+                    Err(e) => return Err(self.stop("producer advance_pipelined", e, step)),
                 }
             }
             Op::Sync => {
-                let Some(p) = producer.as_mut() else { continue };
-                a.p_inflight = a.deferred;
-                match p.sync() {
+                let deferred = self.acked().deferred;
+                self.acked().p_inflight = deferred;
+                let r = p.sync();
+                let mut a = self.acked();
+                match r {
                     Ok(()) => {
                         if let Some(d) = a.deferred.take() {
                             a.p_ack = d;
                         }
                         a.p_inflight = None;
                     }
-                    Err(e) => return (a, stop("producer sync", e, step)),
+                    Err(e) => return Err(self.stop("producer sync", e, step)),
                 }
             }
-            Op::ProducerState => match producer.as_mut() {
-                Some(p) => {
-                    if let Err(e) = p.state() {
-                        return (a, stop("producer state", e, step));
-                    }
-                }
-                None => match Producer::attach(dev.clone(), opts.clone()) {
-                    Ok(p) => producer = Some(p),
-                    Err(Error::Suspended) => {}
-                    Err(e) => return (a, stop("producer attach", e, step)),
-                },
-            },
-            Op::ReattachProducer => {
-                // Dropping the producer writes a pending pipelined pointer.
-                a.p_inflight = a.deferred;
-                producer = None;
-                if dev.has_crashed() {
-                    return (a, End::Crashed);
-                }
-                if let Some(d) = a.deferred.take() {
-                    a.p_ack = d;
-                }
-                a.p_inflight = None;
-                // Unpublished items are abandoned; their space is reused.
-                a.items.retain(|&start, _| start < a.p_ack);
-                tail = a.p_ack;
-                match Producer::attach(dev.clone(), opts.clone()) {
-                    Ok(p) => producer = Some(p),
-                    Err(Error::Suspended) => {}
-                    Err(e) => return (a, stop("producer attach", e, step)),
+            Op::ProducerState => {
+                if let Err(e) = p.state() {
+                    return Err(self.stop("producer state", e, step));
                 }
             }
+            _ => unreachable!("not a producer step: {op:?}"),
+        }
+        Ok(())
+    }
+
+    /// Attaches a producer (it stays detached while the ring is suspended).
+    fn attach_producer(&self, ps: &mut ProducerSide, step: usize) -> Result<(), End> {
+        match Producer::attach(self.device(Side::Producer), self.w.options()) {
+            Ok(p) => ps.p = Some(p),
+            // The resume is not acknowledged yet.
+            Err(Error::Suspended) => {}
+            Err(e) => return Err(self.stop("producer attach", e, step)),
+        }
+        Ok(())
+    }
+
+    /// One consumer step.
+    fn consumer_step(
+        &self,
+        slot: &mut Option<Consumer<Hooked>>,
+        op: &Op,
+        step: usize,
+    ) -> Result<(), End> {
+        let Some(consumer) = slot.as_mut() else {
+            return Ok(());
+        };
+        match op {
             Op::Pop => match consumer.pop() {
                 Ok((next, got)) => {
                     let at = consumer.position().offset();
+                    let a = self.acked();
                     let want = a.items.get(&at).expect("popped an item never pushed");
                     assert_eq!((next.offset(), &got), (want.0, &want.1), "live pop");
                 }
                 Err(Error::Retry(RetryReason::Empty)) => {}
-                Err(e) => return (a, stop("pop", e, step)),
+                Err(e) => return Err(self.stop("pop", e, step)),
             },
             Op::Fold => {
                 let from = consumer.position();
                 match consumer.fold(from, 0usize, |n, _| n + 1) {
                     Ok((end, n)) => {
-                        let want = a.items.range(from.offset()..end.offset()).count();
+                        let want = self
+                            .acked()
+                            .items
+                            .range(from.offset()..end.offset())
+                            .count();
                         assert_eq!(n, want, "live fold");
                     }
-                    Err(e) => return (a, stop("fold", e, step)),
+                    Err(e) => return Err(self.stop("fold", e, step)),
                 }
             }
             Op::ConsumerAdvance(k) => {
+                let mut a = self.acked();
+                // Up to what a returned advance published or, interleaved,
+                // what the consumer has read (perhaps a pointer not yet
+                // durable).
+                let known = consumer.known_producer().offset();
                 let ends: Vec<u64> = a
                     .items
-                    .range(a.c_ack..a.p_ack)
+                    .range(a.c_ack..a.p_ack.max(known))
                     .map(|(_, (e, _))| *e)
                     .collect();
                 if ends.is_empty() {
-                    continue;
+                    return Ok(());
                 }
                 let target = ends[k % ends.len()];
                 a.c_inflight = Some(target);
-                match consumer.advance(Position::new(target)) {
+                drop(a);
+                let r = consumer.advance(Position::new(target));
+                let mut a = self.acked();
+                match r {
                     Ok(()) => {
                         a.c_ack = target;
                         a.c_inflight = None;
                     }
-                    Err(e) => return (a, stop("consumer advance", e, step)),
+                    Err(e) => return Err(self.stop("consumer advance", e, step)),
                 }
             }
             Op::Suspend | Op::Resume => {
                 let want = matches!(op, Op::Suspend);
-                a.s_inflight = Some(want);
+                self.acked().s_inflight = Some(want);
                 let r = if want {
                     consumer.suspend()
                 } else {
                     consumer.resume()
                 };
                 match r {
-                    Ok(()) => a.s_ack = want,
+                    Ok(()) => self.acked().s_ack = want,
                     Err(Error::Retry(RetryReason::HandshakePending)) => {}
-                    Err(e) => return (a, stop("suspend/resume", e, step)),
+                    Err(e) => return Err(self.stop("suspend/resume", e, step)),
                 }
-                a.s_inflight = None;
-                if !want && producer.is_none() {
-                    match Producer::attach(dev.clone(), opts.clone()) {
-                        Ok(p) => producer = Some(p),
-                        // The resume is not acknowledged yet.
-                        Err(Error::Suspended) => {}
-                        Err(e) => return (a, stop("producer attach", e, step)),
+                self.acked().s_inflight = None;
+                if !want {
+                    // Not from inside a producer call.
+                    if let Ok(mut ps) = self.producer.try_lock() {
+                        if ps.p.is_none() {
+                            self.attach_producer(&mut ps, step)?;
+                        }
                     }
                 }
             }
             Op::ReattachConsumer => {
-                drop(consumer);
-                consumer = match Consumer::attach(dev.clone(), opts.clone()) {
-                    Ok(c) => c,
-                    Err(e) => return (a, stop("consumer attach", e, 0)),
-                };
+                *slot = None;
+                match Consumer::attach(self.device(Side::Consumer), self.w.options()) {
+                    Ok(c) => *slot = Some(c),
+                    Err(e) => return Err(self.stop("consumer attach", e, step)),
+                }
             }
+            _ => unreachable!("not a consumer step: {op:?}"),
         }
+        Ok(())
     }
-    // Dropping the producer writes a pending pipelined pointer.
-    a.p_inflight = a.deferred;
-    drop(producer);
-    if dev.has_crashed() {
-        return (a, End::Crashed);
-    }
-    if let Some(d) = a.deferred.take() {
-        a.p_ack = d;
-    }
-    a.p_inflight = None;
-    (a, End::Finished)
+}
+
+/// Runs `w` on `dev` until it ends or the device crashes (see
+/// [`World::drive`]); also returns how many steps one side took inside
+/// the other's calls.
+fn run(w: &Workload, dev: &Dev) -> (Acked, End, u64) {
+    let world = Arc::new_cyclic(|me| World {
+        w: w.clone(),
+        dev: dev.clone(),
+        me: me.clone(),
+        acked: Mutex::new(Acked::default()),
+        producer: Mutex::new(ProducerSide {
+            p: None,
+            tail: 0,
+            pushed: 0,
+        }),
+        consumer: Mutex::new(None),
+        hooks: AtomicU64::new(0),
+        nested: AtomicBool::new(false),
+        inside: AtomicU64::new(0),
+    });
+    let end = world.drive();
+    let acked = world.acked().clone();
+    (acked, end, world.inside.load(Ordering::Relaxed))
 }
 
 /// Checks the promise on one crash image. `salt` varies the item pushed
@@ -537,6 +860,9 @@ fn check_image(w: &Workload, a: &Acked, image: Vec<u8>, salt: u64) -> Result<(),
 struct Tally {
     points: u64,
     states: u64,
+    /// Steps one side took inside the other's calls (in the runs without
+    /// a crash).
+    inside: u64,
 }
 
 /// Crash states checked per crash point at most (power-loss mode).
@@ -546,14 +872,17 @@ const STATES_PER_POINT: usize = 2048;
 fn check_workload(w: &Workload) -> Tally {
     // A run without a crash counts the crash points.
     let dev = FaultDevice::new(MemDevice::new(w.sector_size, w.sectors));
-    let (_, end) = run(w, &dev);
+    let (_, end, inside) = run(w, &dev);
     assert!(matches!(end, End::Finished));
     let total = dev.counts().crash_points;
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        inside,
+        ..Tally::default()
+    };
     for k in 0..=total {
         let dev = FaultDevice::new(MemDevice::new(w.sector_size, w.sectors));
         dev.crash_after(k);
-        let (acked, _) = run(w, &dev);
+        let (acked, _, _) = run(w, &dev);
         let point: CrashPoint = dev.crash_point().expect("the device crashed");
         let images: Vec<Vec<u8>> = match w.durability {
             Durability::PowerLoss => point.power_cut_images(STATES_PER_POINT, k).collect(),
@@ -592,10 +921,19 @@ fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) {
         let t = check_workload(w);
         total.points += t.points;
         total.states += t.states;
+        total.inside += t.inside;
     }
+    let inside = if total.inside > 0 {
+        format!(
+            " ({} steps taken inside the other side's calls)",
+            total.inside
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "crash checker ({name}): {} workloads, {} crash points, {} distinct crash states checked, \
-         0 violations, in {:.1?}",
+        "crash checker ({name}): {} workloads{inside}, {} crash points, {} distinct crash states \
+         checked, 0 violations, in {:.1?}",
         workloads.len(),
         total.points,
         total.states,
@@ -608,34 +946,60 @@ fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) {
     );
 }
 
+/// `count` workloads of `len` steps with seeds from `first_seed`, on rings
+/// of 16, 8, 24 and 5 sectors of 512 bytes in turn.
+fn mixed(
+    first_seed: u64,
+    count: u64,
+    durability: Durability,
+    len: usize,
+) -> impl Iterator<Item = Workload> {
+    (0..count).map(move |i| {
+        let sectors = [16, 8, 24, 5][i as usize % 4];
+        Workload::generate(first_seed + i, 512, sectors, durability, len)
+    })
+}
+
+/// A workload on a ring of 6 sectors of 4096 bytes.
+fn on_4k_sectors(seed: u64, durability: Durability, len: usize) -> Workload {
+    Workload::generate(seed, 4096, 6, durability, len)
+}
+
 #[test]
 fn power_loss_mode_survives_every_power_cut_and_process_crash() {
-    let workloads = (0..40u64)
-        .map(|seed| {
-            let sectors = [16, 8, 24, 5][seed as usize % 4];
-            Workload::generate(seed, 512, sectors, Durability::PowerLoss, 200)
-        })
-        .chain((100..102).map(|seed| Workload::generate(seed, 4096, 6, Durability::PowerLoss, 120)))
+    let workloads = mixed(0, 40, Durability::PowerLoss, 200)
+        .chain((100..102).map(|seed| on_4k_sectors(seed, Durability::PowerLoss, 120)))
         .collect();
     check_all("power-loss", workloads, 100_000);
 }
 
 #[test]
 fn process_crash_mode_survives_every_process_crash() {
-    let workloads = (0..120u64)
-        .map(|seed| {
-            let sectors = [16, 8, 24, 5][seed as usize % 4];
-            Workload::generate(1000 + seed, 512, sectors, Durability::ProcessCrash, 200)
-        })
-        .chain([Workload::generate(
-            1100,
-            4096,
-            6,
-            Durability::ProcessCrash,
-            80,
-        )])
+    let workloads = mixed(1000, 120, Durability::ProcessCrash, 200)
+        .chain([on_4k_sectors(1100, Durability::ProcessCrash, 80)])
         .collect();
     check_all("process-crash", workloads, 10_000);
+}
+
+/// Two handles interleaved: the other side takes steps inside each side's
+/// calls (see [`Hooked`]), so crash points fall between a producer's
+/// pipelined pointer write and its flush with the consumer having read
+/// and released up to that pointer, inside FUA writes, and so on.
+#[test]
+fn two_interleaved_handles_survive_every_power_cut_and_process_crash() {
+    let workloads = mixed(2000, 24, Durability::PowerLoss, 150)
+        .chain([on_4k_sectors(2100, Durability::PowerLoss, 100)])
+        .map(Workload::interleaved)
+        .collect();
+    check_all("power-loss, two handles interleaved", workloads, 50_000);
+}
+
+#[test]
+fn two_interleaved_handles_survive_every_process_crash() {
+    let workloads = mixed(3000, 60, Durability::ProcessCrash, 200)
+        .map(Workload::interleaved)
+        .collect();
+    check_all("process-crash, two handles interleaved", workloads, 5_000);
 }
 
 /// Regression test: a consumer `advance` whose write has reached the device
@@ -803,4 +1167,202 @@ fn a_producer_advance_in_flight_does_not_let_the_consumer_pass_it_after_a_power_
         states += 1;
     }
     assert!(states >= 1);
+}
+
+/// A device that holds back the next flush while armed: the flush
+/// announces itself and waits to be released, so that a test can act on
+/// the other handle between a producer's pointer write and its flush.
+#[derive(Clone)]
+struct HeldFlush {
+    inner: FaultDevice<MemDevice>,
+    gate: std::sync::Arc<(std::sync::Mutex<Gate>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Gate {
+    armed: bool,
+    waiting: bool,
+    released: bool,
+}
+
+/// How long either side of a held flush waits for the other.
+const GATE_DEADLINE: Duration = Duration::from_secs(20);
+
+impl HeldFlush {
+    fn new(inner: FaultDevice<MemDevice>) -> HeldFlush {
+        HeldFlush {
+            inner,
+            gate: Default::default(),
+        }
+    }
+
+    fn arm(&self) {
+        self.gate.0.lock().unwrap().armed = true;
+    }
+
+    /// Waits until the armed flush has been called (and is being held).
+    fn wait_until_held(&self) {
+        let (lock, cv) = &*self.gate;
+        let g = lock.lock().unwrap();
+        let (g, timeout) = cv
+            .wait_timeout_while(g, GATE_DEADLINE, |g| !g.waiting)
+            .unwrap();
+        assert!(
+            !timeout.timed_out() && g.waiting,
+            "the producer never reached its flush"
+        );
+    }
+
+    fn release(&self) {
+        let (lock, cv) = &*self.gate;
+        lock.lock().unwrap().released = true;
+        cv.notify_all();
+    }
+}
+
+impl shared_block_ring::BlockDevice for HeldFlush {
+    fn sector_size(&self) -> usize {
+        self.inner.sector_size()
+    }
+    fn sectors(&self) -> u64 {
+        self.inner.sectors()
+    }
+    fn read(&self, sector: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(sector, buf)
+    }
+    fn write(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write(sector, buf)
+    }
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_durable(sector, buf)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        let (lock, cv) = &*self.gate;
+        let mut g = lock.lock().unwrap();
+        if g.armed {
+            g.armed = false;
+            g.waiting = true;
+            cv.notify_all();
+            let (g, timeout) = cv
+                .wait_timeout_while(g, GATE_DEADLINE, |g| !g.released)
+                .unwrap();
+            drop(g);
+            if timeout.timed_out() {
+                return Err(std::io::Error::other("the held flush was never released"));
+            }
+        }
+        self.inner.flush()
+    }
+    fn try_lock(&self, side: Side) -> std::io::Result<Result<(), String>> {
+        self.inner.try_lock(side)
+    }
+    fn unlock(&self, side: Side) {
+        self.inner.unlock(side)
+    }
+}
+
+/// Releases a held flush when dropped.
+struct Release(HeldFlush);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Every power-cut image of `dev` (crashed now) attaches on both sides, with
+/// the consumer at `released`. Returns how many images there were.
+fn both_sides_attach_after_a_power_cut(dev: &FaultDevice<MemDevice>, released: u64) -> usize {
+    dev.crash_after(0);
+    let point = dev.crash_point().unwrap();
+    let mut states = 0;
+    for image in point.power_cut_images(4096, 5) {
+        let ring = MemDevice::from_bytes(512, image);
+        let c = Consumer::attach(ring.clone(), Options::new())
+            .unwrap_or_else(|e| panic!("consumer attach after a power cut: {e}"));
+        assert_eq!(c.position().offset(), released);
+        drop(c);
+        Producer::attach(ring, Options::new())
+            .unwrap_or_else(|e| panic!("producer attach after a power cut: {e}"));
+        states += 1;
+    }
+    states
+}
+
+/// Regression test (issue 15, item 1): a consumer that releases in two
+/// steps past a producer pointer it read while that pointer was written but
+/// not flushed. The consumer's first `advance` needs no flush (its target
+/// is known durable); its durable (FUA) write makes only the consumer
+/// sector durable, not the producer pointer it had read. The second
+/// `advance` must therefore flush before it releases past the old durable
+/// pointer; it used to skip the flush, and a power cut then left the
+/// consumer ahead of the producer ("the consumer position 24 ... is ahead
+/// of the producer position 16") in 2 of 4 images.
+///
+/// Both sides run in the power-loss mode on one `FaultDevice`; the
+/// producer's pipelined publication is stopped in another thread between
+/// its pointer write and its flush.
+#[test]
+fn a_consumer_releasing_in_steps_never_passes_a_producer_pointer_not_yet_flushed() {
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let held = HeldFlush::new(dev.clone());
+    let mut p = Producer::attach(held.clone(), Options::new()).unwrap();
+    let mut c = Consumer::attach(dev.clone(), Options::new()).unwrap();
+    p.push(b"a").unwrap();
+    let pb = p.push(b"b").unwrap();
+    p.advance(pb).unwrap();
+    let (pa, a) = c.pop().unwrap();
+    assert_eq!(a, b"a");
+    c.advance(pa).unwrap(); // flushes: pb is now known durable
+    let pc = p.push(b"c").unwrap();
+    p.advance_pipelined(pc).unwrap();
+    let pd = p.push(b"d").unwrap();
+    held.arm();
+    let producer = std::thread::spawn(move || p.advance_pipelined(pd));
+    // Let the producer go however this test ends.
+    let release = Release(held.clone());
+    // The producer has written pointer pc and waits in its flush.
+    held.wait_until_held();
+    assert_eq!(c.pop_from(pa).unwrap(), (pb, b"b".to_vec()));
+    assert_eq!(c.pop_from(pb).unwrap(), (pc, b"c".to_vec())); // reads pc
+    assert_eq!(c.known_producer(), pc);
+    c.advance(pb).unwrap();
+    let before = dev.counts().flushes;
+    c.advance(pc).unwrap();
+    let flushes = dev.counts().flushes - before;
+    let states = both_sides_attach_after_a_power_cut(&dev, pc.offset());
+    assert!(states >= 1, "{states} power-cut images");
+    assert_eq!(flushes, 1, "releasing past pb must flush first");
+    drop(release);
+    let r = producer.join().unwrap();
+    assert!(r.is_err(), "the producer's flush came after the crash");
+}
+
+/// Regression test (issue 15, item 1), the same with a process-crash
+/// producer (its pointer is never flushed by the producer) and a
+/// power-loss consumer: a power cut used to leave the consumer ahead of
+/// the producer in 1 of 2 images.
+#[test]
+fn a_power_loss_consumer_never_passes_an_unflushed_process_crash_producer() {
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let mut p = Producer::attach(
+        dev.clone(),
+        Options::new().durability(Durability::ProcessCrash),
+    )
+    .unwrap();
+    let mut c = Consumer::attach(dev.clone(), Options::new()).unwrap();
+    p.push(b"a").unwrap();
+    let pb = p.push(b"b").unwrap();
+    p.advance(pb).unwrap();
+    let (pa, _) = c.pop().unwrap();
+    c.advance(pa).unwrap(); // flushes: pb is now durable
+    let pc = p.push(b"c").unwrap();
+    p.advance(pc).unwrap(); // written, never flushed
+    assert_eq!(c.pop_from(pb).unwrap(), (pc, b"c".to_vec()));
+    c.advance(pb).unwrap();
+    c.advance(pc).unwrap();
+    let states = both_sides_attach_after_a_power_cut(&dev, pc.offset());
+    assert!(states >= 1, "{states} power-cut images");
 }

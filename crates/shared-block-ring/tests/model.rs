@@ -86,9 +86,16 @@ fn item(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn run(sectors: u64, eager: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops` on an empty ring whose stream starts at `start` (0 for a new
+/// ring; near `Position::MAX` to meet the limit).
+fn run(sectors: u64, eager: bool, start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let disk = MemDevice::new(512, sectors);
     create(&disk).unwrap();
+    disk.with_bytes_mut(|b| {
+        for sector in [1, 2] {
+            b[sector * 512..sector * 512 + 8].copy_from_slice(&start.to_le_bytes());
+        }
+    });
     let interval = if eager {
         Duration::ZERO
     } else {
@@ -101,12 +108,12 @@ fn run(sectors: u64, eager: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
         capacity: (sectors - 3) * 512,
         published: VecDeque::new(),
         unpublished: Vec::new(),
-        consumer: 0,
-        producer: 0,
-        tail: 0,
+        consumer: start,
+        producer: start,
+        tail: start,
         suspend: false,
         ack: false,
-        seen_consumer: 0,
+        seen_consumer: start,
         eager,
     };
     let mut seed = 0u64;
@@ -146,6 +153,8 @@ fn run(sectors: u64, eager: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Err("too large")
                 } else if total == 0 {
                     Ok(())
+                } else if m.tail + total > Position::MAX.offset() {
+                    Err("position limit")
                 } else if m.tail + total - m.seen_consumer > m.capacity && {
                     m.producer_looks();
                     m.ack || m.tail + total - m.seen_consumer > m.capacity
@@ -165,6 +174,9 @@ fn run(sectors: u64, eager: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     (Err(Error::Suspended), Err("suspended")) => {}
                     (Err(Error::TooLarge { .. }), Err("too large")) => {}
                     (Err(Error::Retry(RetryReason::Full)), Err("full")) => {}
+                    (Err(Error::PositionLimit { end }), Err("position limit")) => {
+                        prop_assert_eq!(*end, m.tail + total);
+                    }
                     (r, e) => prop_assert!(
                         false,
                         "push {:?}: got {:?}, expected {:?}",
@@ -305,8 +317,14 @@ proptest! {
     fn ring_behaves_like_a_queue(
         sectors in prop_oneof![Just(4u64), Just(5), 6..12u64, Just(40)],
         eager in any::<bool>(),
+        // Some streams start a little below the largest position, so that
+        // pushes meet the limit.
+        start in prop_oneof![
+            3 => Just(0u64),
+            1 => (0..3000u64).prop_map(|d| Position::MAX.offset() - 4 * d),
+        ],
         ops in prop::collection::vec(op_strategy(2400), 1..120),
     ) {
-        run(sectors, eager, ops)?;
+        run(sectors, eager, start, ops)?;
     }
 }

@@ -362,3 +362,41 @@ fn utf8_and_json_codecs_carry_typed_items() {
         }
     );
 }
+
+/// Regression test (issue 15, item 3): `advance` to a position below the
+/// one an `advance_pipelined` left pending publishes the pending position
+/// too (its items are durable already), durably. It used to write the
+/// lower position and forget the pending one: `b` was never published,
+/// not even by `sync` or drop.
+#[test]
+fn an_advance_below_a_pending_pipelined_position_publishes_it() {
+    use shared_block_ring::device::FaultDevice;
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let mut producer = Producer::attach(dev.clone(), Options::new()).unwrap();
+    let a = producer.push(b"a").unwrap();
+    let b = producer.push(b"b").unwrap();
+    producer.advance_pipelined(b).unwrap();
+    assert_eq!(producer.pending_publication(), Some(b));
+    producer.advance(a).unwrap();
+    assert_eq!(
+        (producer.published(), producer.pending_publication()),
+        (b, None)
+    );
+    // Durable at once: every image a power cut may leave holds both items.
+    dev.crash_after(0);
+    let point = dev.crash_point().unwrap();
+    let mut images = 0;
+    for image in point.power_cut_images(1024, 0) {
+        let mut c = Consumer::attach(MemDevice::from_bytes(512, image), Options::new()).unwrap();
+        let (end, items) = c
+            .fold(c.position(), Vec::new(), |mut v, i| {
+                v.push(i);
+                v
+            })
+            .unwrap();
+        assert_eq!((end, items), (b, vec![b"a".to_vec(), b"b".to_vec()]));
+        images += 1;
+    }
+    assert!(images >= 1);
+}

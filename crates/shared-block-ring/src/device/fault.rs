@@ -16,7 +16,9 @@
 //! any combination) and a cache that destages writes out of order. A single
 //! sector is never torn. [`write_durable`](BlockDevice::write_durable) is
 //! modelled as a FUA write: once it returns, its sectors are on stable
-//! storage (and no older cached version of them can resurface).
+//! storage (and no older cached version of them can resurface); the other
+//! unflushed writes stay in the cache, as with NBD's FUA flag or `O_DSYNC`
+//! on a disk that supports FUA. A durable write is not a flush.
 //!
 //! # Crashes
 //!
