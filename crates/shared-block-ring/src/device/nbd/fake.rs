@@ -38,6 +38,9 @@ pub(super) enum Fault {
     Structured,
     /// No reply at all.
     Silent,
+    /// An error reply with this NBD error value to the request with this
+    /// index (counting from 0 in the transmission phase), of any kind.
+    ErrorReplyTo(usize, u32),
 }
 
 #[derive(Clone, Copy)]
@@ -48,6 +51,15 @@ pub(super) struct Script {
     pub(super) flags: u16,
     pub(super) size: u64,
     pub(super) fault: Fault,
+    /// Replies are held back until this many are due (or a FLUSH comes),
+    /// then sent in reverse order: a client that waits for each reply
+    /// before sending the next request then hangs, and one that matches
+    /// replies to requests by their order gets them wrong.
+    pub(super) hold: usize,
+    /// Before sending held replies, wait this long for more requests
+    /// (TCP only): a request sent without waiting for those replies
+    /// arrives in the meantime, and is received while they are due.
+    pub(super) linger: Option<std::time::Duration>,
 }
 
 impl Default for Script {
@@ -59,6 +71,8 @@ impl Default for Script {
             flags: FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_SEND_FUA,
             size: 64 * 1024,
             fault: Fault::None,
+            hold: 1,
+            linger: None,
         }
     }
 }
@@ -76,6 +90,11 @@ pub(super) struct Seen {
     pub(super) options: Vec<u32>,
     pub(super) export: Option<String>,
     pub(super) requests: Vec<Req>,
+    /// The most requests received and not yet replied to, at once.
+    pub(super) most_in_flight: usize,
+    /// True when a FLUSH came while replies to earlier requests were due:
+    /// the flush need not cover those writes.
+    pub(super) flush_overtook: bool,
 }
 
 pub(super) struct Fake {
@@ -218,7 +237,8 @@ pub(super) fn serve(mut s: Stream, script: Script, seen: &Mutex<Seen>) -> io::Re
         }
     }
     let mut fault = script.fault;
-    loop {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for index in 0.. {
         let req: [u8; REQUEST_LEN] = match read_array(&mut s) {
             Ok(r) => r,
             Err(_) => return Ok(()),
@@ -239,10 +259,14 @@ pub(super) fn serve(mut s: Stream, script: Script, seen: &Mutex<Seen>) -> io::Re
             v.extend_from_slice(&handle.to_be_bytes());
             v
         };
-        match r.cmd {
+        let out = match r.cmd {
             CMD_READ => {
-                let out = match std::mem::replace(&mut fault, Fault::None) {
-                    Fault::None => {
+                let read_fault = match fault {
+                    Fault::ErrorReplyTo(..) => Fault::None,
+                    _ => std::mem::replace(&mut fault, Fault::None),
+                };
+                match read_fault {
+                    Fault::None | Fault::ErrorReplyTo(..) => {
                         let mut out = simple(0, handle);
                         out.extend_from_slice(&data[range]);
                         out
@@ -269,18 +293,59 @@ pub(super) fn serve(mut s: Stream, script: Script, seen: &Mutex<Seen>) -> io::Re
                         while s.read(&mut sink)? > 0 {}
                         return Ok(());
                     }
-                };
-                s.write_all(&out)?;
+                }
             }
             CMD_WRITE => {
                 s.read_exact(&mut data[range])?;
-                s.write_all(&simple(0, handle))?;
+                simple(0, handle)
             }
-            CMD_FLUSH => s.write_all(&simple(0, handle))?,
+            CMD_FLUSH => {
+                if !held.is_empty() {
+                    seen.lock().unwrap().flush_overtook = true;
+                }
+                simple(0, handle)
+            }
             CMD_DISC => return Ok(()),
-            _ => s.write_all(&simple(22, handle))?,
+            _ => simple(22, handle),
+        };
+        let out = match fault {
+            Fault::ErrorReplyTo(i, e) if i == index => simple(e, handle),
+            _ => out,
+        };
+        held.push(out);
+        {
+            let mut seen = seen.lock().unwrap();
+            seen.most_in_flight = seen.most_in_flight.max(held.len());
+        }
+        if (held.len() >= script.hold && !more_coming(&s, script.linger)?) || r.cmd == CMD_FLUSH {
+            for out in held.drain(..).rev() {
+                s.write_all(&out)?;
+            }
         }
     }
+    Ok(())
+}
+
+/// True when another request arrives within `linger`.
+fn more_coming(s: &Stream, linger: Option<std::time::Duration>) -> io::Result<bool> {
+    let (Some(linger), Stream::Tcp(t)) = (linger, s) else {
+        return Ok(false);
+    };
+    t.set_read_timeout(Some(linger))?;
+    let more = match t.peek(&mut [0u8; 1]) {
+        Ok(n) => n > 0,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    t.set_read_timeout(None)?;
+    Ok(more)
 }
 
 pub(super) fn requests(seen: &Seen, cmd: u16) -> Vec<Req> {

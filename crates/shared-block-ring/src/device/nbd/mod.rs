@@ -10,10 +10,11 @@
 //!
 //! # Why a hand-written client
 //!
-//! The ring needs only a small, synchronous part of the protocol: the fixed
-//! newstyle handshake with `NBD_OPT_GO` and its `NBD_INFO_BLOCK_SIZE`
-//! constraints (falling back to `NBD_OPT_EXPORT_NAME`), and the `READ`,
-//! `WRITE` (with or without `FUA`) and `FLUSH` commands with simple replies.
+//! The ring needs only a small part of the protocol: the fixed newstyle
+//! handshake with `NBD_OPT_GO` and its `NBD_INFO_BLOCK_SIZE` constraints
+//! (falling back to `NBD_OPT_EXPORT_NAME`), and the `READ`, `WRITE` (with
+//! or without `FUA`) and `FLUSH` commands with simple replies, several in
+//! flight at once.
 //! The Rust crates available when this was written did not fit: `nbd`
 //! (0.3) only does `NBD_OPT_EXPORT_NAME`, has no FUA, flush or block size
 //! negotiation and no URI parsing; the `libnbd` bindings are not published
@@ -61,7 +62,7 @@ pub use uri::{NbdAddress, NbdUri};
 
 use connect::connect;
 use handshake::{handshake, handshake_context, Export};
-use transmission::{describe_loss, Conn, Failure};
+use transmission::{describe_loss, Conn, Failure, Request};
 use wire::*;
 
 enum State {
@@ -72,9 +73,13 @@ enum State {
 
 /// One export of an NBD server, as a [`BlockDevice`].
 ///
-/// Synchronous: one request at a time on one connection, behind a mutex
-/// (the trait's methods take `&self`). Each producer or consumer should
-/// open its own.
+/// One connection, behind a mutex (the trait's methods take `&self`): each
+/// call has the connection to itself and returns once every reply to it is
+/// in. Within a call, requests are pipelined: a large read or write is cut
+/// into pieces of 512 KiB that are in flight together, as are the
+/// transfers of one [`transfer`](BlockDevice::transfer) call, with the
+/// replies matched to their requests by handle whatever their order. Each
+/// producer or consumer should open its own device.
 ///
 /// ```no_run
 /// use shared_block_ring::device::NbdDevice;
@@ -95,9 +100,10 @@ enum State {
 /// The sector size is the server's minimum block size, but never less than
 /// 512 bytes, the smallest sector the format allows (its state sectors hold
 /// a 384-byte text at byte 128). [`FileOptions::sector_size`] may ask for a
-/// larger one, which must be a multiple of the minimum block size. Requests
-/// larger than the server's maximum payload (32 MiB when it states none)
-/// are split. The preferred block size is reported by
+/// larger one, which must be a multiple of the minimum block size. Reads
+/// and writes are cut into requests of at most 512 KiB, or of the server's
+/// maximum payload when that is smaller, several in flight at once (up to
+/// 16, the number qemu-nbd serves at once). The preferred block size is reported by
 /// [`NbdDevice::block_sizes`] but not otherwise used: the ring writes whole
 /// sectors, so a server whose preferred size is larger than the sector size
 /// does a read-modify-write for small writes; choose a sector size equal to
@@ -109,7 +115,9 @@ enum State {
 /// [`write_durable`](BlockDevice::write_durable) sends `WRITE` with the
 /// `FUA` flag when the server supports it (`NBD_FLAG_SEND_FUA`): the server
 /// replies only once the data is on its stable storage. Otherwise it sends
-/// the writes and then a `FLUSH`. [`flush`](BlockDevice::flush) sends
+/// the writes and then, once every write has its reply (a `FLUSH` covers
+/// only the writes the server has completed when it gets it), a `FLUSH`.
+/// [`flush`](BlockDevice::flush) sends
 /// `FLUSH` when the server supports it (`NBD_FLAG_SEND_FLUSH`); a server
 /// that does not advertise it declares that it has no volatile cache, and
 /// the flush is then a no-op, as in the Linux kernel's NBD driver. A server
@@ -147,8 +155,9 @@ pub struct NbdDevice {
     sector_size: usize,
     sectors: u64,
     /// The most bytes one READ or WRITE carries: the server's maximum
-    /// payload rounded down to whole sectors.
-    max_request: usize,
+    /// payload in whole sectors, or less, so that a large transfer is
+    /// several requests in flight together.
+    chunk: usize,
     read_only: bool,
     state: Mutex<State>,
 }
@@ -218,7 +227,7 @@ impl NbdDevice {
             uri: uri.to_string(),
             sector_size,
             sectors: export.size / sector_size as u64,
-            max_request,
+            chunk: block_size::pipeline_chunk(max_request, sector_size),
             read_only: options.read_only || export.has(FLAG_READ_ONLY),
             export,
             state: Mutex::new(State::Up(conn)),
@@ -351,26 +360,42 @@ impl NbdDevice {
         sector * self.sector_size as u64
     }
 
-    /// Writes `buf` in requests of at most `max_request` bytes.
-    fn write_chunks(&self, sector: u64, buf: &[u8], flags: u16) -> io::Result<()> {
+    /// The requests that write `buf` at `sector`: pieces of at most
+    /// `chunk` bytes, to be in flight together.
+    fn writes<'a>(
+        &self,
+        sector: u64,
+        buf: &'a [u8],
+        fua: bool,
+    ) -> impl Iterator<Item = Request<'a>> + 'a {
+        let (start, chunk) = (self.offset(sector), self.chunk);
+        buf.chunks(chunk)
+            .enumerate()
+            .map(move |(i, data)| Request::Write {
+                offset: start + (i * chunk) as u64,
+                data,
+                fua,
+            })
+    }
+
+    /// The requests that read `buf` from `sector`, as for
+    /// [`writes`](Self::writes).
+    fn reads<'a>(&self, sector: u64, buf: &'a mut [u8]) -> impl Iterator<Item = Request<'a>> + 'a {
+        let (start, chunk) = (self.offset(sector), self.chunk);
+        buf.chunks_mut(chunk)
+            .enumerate()
+            .map(move |(i, into)| Request::Read {
+                offset: start + (i * chunk) as u64,
+                into,
+            })
+    }
+
+    /// Writes `buf`, with FUA when `fua`, then flushes when `flush`.
+    fn write_requests(&self, sector: u64, buf: &[u8], fua: bool, flush: bool) -> io::Result<()> {
         check_range(self.sector_size, self.sectors, sector, buf.len())?;
         self.refuse_writes()?;
-        let start = self.offset(sector);
-        self.with_conn(|conn| {
-            let mut done = 0;
-            for chunk in buf.chunks(self.max_request) {
-                conn.request(
-                    CMD_WRITE,
-                    flags,
-                    start + done as u64,
-                    chunk.len(),
-                    chunk,
-                    &mut [],
-                )?;
-                done += chunk.len();
-            }
-            Ok(())
-        })
+        let flush = flush.then_some(Request::Flush);
+        self.with_conn(|conn| conn.run(self.writes(sector, buf, fua).chain(flush)))
     }
 }
 
@@ -378,7 +403,7 @@ impl Drop for NbdDevice {
     fn drop(&mut self) {
         if let State::Up(conn) = &mut *self.lock() {
             // A soft disconnect, so the server does not log a dropped client.
-            let _ = conn.send(CMD_DISC, 0, 0, 0, &[]);
+            let _ = conn.send(CMD_DISC);
             conn.stream.shutdown();
         }
     }
@@ -395,29 +420,18 @@ impl BlockDevice for NbdDevice {
 
     fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(self.sector_size, self.sectors, sector, buf.len())?;
-        let start = self.offset(sector);
-        self.with_conn(|conn| {
-            let mut done = 0;
-            for chunk in buf.chunks_mut(self.max_request) {
-                let len = chunk.len();
-                conn.request(CMD_READ, 0, start + done as u64, len, &[], chunk)?;
-                done += len;
-            }
-            Ok(())
-        })
+        self.with_conn(|conn| conn.run(self.reads(sector, buf)))
     }
 
     fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
-        self.write_chunks(sector, buf, 0)
+        self.write_requests(sector, buf, false, false)
     }
 
     fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
-        if self.supports_fua() {
-            self.write_chunks(sector, buf, CMD_FLAG_FUA)
-        } else {
-            self.write_chunks(sector, buf, 0)?;
-            self.flush()
-        }
+        let fua = self.supports_fua();
+        // Without FUA, a flush after the writes; without flush either, the
+        // server has no volatile cache.
+        self.write_requests(sector, buf, fua, !fua && self.supports_flush())
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -425,7 +439,27 @@ impl BlockDevice for NbdDevice {
             // The server declares it has no volatile cache.
             return Ok(());
         }
-        self.with_conn(|conn| conn.request(CMD_FLUSH, 0, 0, 0, &[], &mut []))
+        self.with_conn(|conn| conn.run([Request::Flush]))
+    }
+
+    fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        for &(sector, buf) in writes {
+            check_range(self.sector_size, self.sectors, sector, buf.len())?;
+        }
+        for (sector, buf) in reads.iter() {
+            check_range(self.sector_size, self.sectors, *sector, buf.len())?;
+        }
+        if !writes.is_empty() {
+            self.refuse_writes()?;
+        }
+        // Writes first: see "Pipelining" in the transmission module.
+        let writes = writes
+            .iter()
+            .flat_map(|&(sector, buf)| self.writes(sector, buf, false));
+        let reads = reads
+            .iter_mut()
+            .flat_map(|(sector, buf)| self.reads(*sector, buf));
+        self.with_conn(|conn| conn.run(writes.chain(reads)))
     }
 
     fn is_read_only(&self) -> bool {
