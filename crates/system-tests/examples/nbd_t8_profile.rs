@@ -16,6 +16,17 @@
 //! the device calls per published batch of each side, their mean time,
 //! and the share of the side's wall time spent in them. A measurement,
 //! not a test: nothing is asserted about the figures.
+//!
+//! A third column, "nbd+transfer", emulates a producer and a consumer that
+//! use [`BlockDevice::transfer`] to overlap round trips the ring's ordering
+//! rules allow to overlap, in the process-crash mode: the producer's
+//! pointer to batch N is written together with batch N+1's items (the
+//! pointer's own items were acknowledged before), and the consumer's state
+//! write goes together with its next read. The emulation defers those
+//! state writes in a device wrapper; in the library it would be a change
+//! of the producer and the consumer (see the NBD part of issue 12's
+//! report). The pointer of the last batch is written when the producer
+//! is done.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use shared_block_ring::device::{self, BlockDevice};
 use shared_block_ring::{
-    create, Consumer, Durability, Error, FileOptions, Options, Producer, RetryReason, Side,
+    create, layout, Consumer, Durability, Error, FileOptions, Options, Producer, RetryReason, Side,
 };
 use system_tests::nbd::{NbdServer, Transport};
 use system_tests::ring_file;
@@ -53,24 +64,35 @@ fn main() {
     let server = NbdServer::qemu_nbd(image.path(), "t8", Transport::Unix, &qemu_args);
     println!("qemu-nbd {}", qemu_args.join(" "));
     let local = file.path().to_str().expect("UTF-8 path").to_string();
-    let specs = [("local file", local), ("qemu-nbd", server.uri())];
+    let uri = server.uri();
+    let specs = [
+        ("local file", local.as_str(), false),
+        ("qemu-nbd", uri.as_str(), false),
+        ("nbd+transfer", uri.as_str(), true),
+    ];
     for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
-        let mut rates = [Vec::new(), Vec::new()];
+        let mut rates = [Vec::new(), Vec::new(), Vec::new()];
         let mut last = Vec::new();
         for _ in 0..rounds {
             last.clear();
-            for ((name, spec), rates) in specs.iter().zip(rates.iter_mut()) {
-                let run = run(spec, durability, budget);
+            for ((name, spec, overlap), rates) in specs.iter().zip(rates.iter_mut()) {
+                if *overlap && durability == Durability::PowerLoss {
+                    continue;
+                }
+                let run = run(spec, durability, budget, *overlap);
                 rates.push(run.items as f64 / run.elapsed.as_secs_f64());
                 last.push((*name, run));
             }
         }
-        let [l, n] = rates.map(median);
-        println!(
-            "\n{durability}: local {l:.0} items/s, qemu-nbd {n:.0} items/s: NBD / local {:.2} \
-             (medians of {rounds})",
+        let [l, n, t] = rates.map(median);
+        print!(
+            "\n{durability}: local {l:.0} items/s, qemu-nbd {n:.0} items/s: NBD / local {:.2}",
             n / l
         );
+        if t.is_finite() {
+            print!("; nbd+transfer {t:.0} items/s: {:.2}", t / l);
+        }
+        println!(" (medians of {rounds})");
         for (name, run) in &last {
             run.print(name);
         }
@@ -108,12 +130,19 @@ impl Run {
     }
 }
 
-const OPS: [&str; 5] = ["read", "write", "write_durable", "flush", "wait"];
+const OPS: [&str; 6] = [
+    "read",
+    "write",
+    "write_durable",
+    "flush",
+    "wait",
+    "transfer",
+];
 
 /// Calls and microseconds per kind of device call.
 #[derive(Default)]
 struct Counts {
-    ops: Mutex<[(u64, f64); 5]>,
+    ops: Mutex<[(u64, f64); 6]>,
 }
 
 impl Counts {
@@ -154,8 +183,96 @@ impl BlockDevice for Counted {
     fn flush(&self) -> io::Result<()> {
         self.counts.time(3, || self.inner.flush())
     }
+    fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        self.counts.time(5, || self.inner.transfer(writes, reads))
+    }
     fn wait_for_change(&self, timeout: Duration) -> bool {
         self.counts.time(4, || self.inner.wait_for_change(timeout))
+    }
+    fn notifies_changes(&self) -> bool {
+        self.inner.notifies_changes()
+    }
+    fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
+        self.inner.try_lock(side)
+    }
+    fn unlock(&self, side: Side) {
+        self.inner.unlock(side)
+    }
+}
+
+/// A device that defers writes of its side's state sector and sends a
+/// deferred one with the next write or read, in one
+/// [`transfer`](BlockDevice::transfer): one round trip instead of two.
+/// This emulates the proposed use of `transfer` by the producer (its
+/// pointer with the next batch's items) and the consumer (its state with
+/// its next read). The state sector never goes with a write it must
+/// follow: the items a producer pointer publishes were written, and
+/// acknowledged, before the pointer was written here.
+struct Overlapping {
+    inner: Counted,
+    state_sector: Option<u64>,
+    deferred: Mutex<Option<Vec<u8>>>,
+}
+
+impl Overlapping {
+    fn new(inner: Counted, state_sector: Option<u64>) -> Overlapping {
+        Overlapping {
+            inner,
+            state_sector,
+            deferred: Mutex::new(None),
+        }
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Writes a deferred state sector now.
+    fn write_deferred(&self) -> io::Result<()> {
+        match (self.take(), self.state_sector) {
+            (Some(state), Some(sector)) => self.inner.write(sector, &state),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl BlockDevice for Overlapping {
+    fn sector_size(&self) -> usize {
+        self.inner.sector_size()
+    }
+    fn sectors(&self) -> u64 {
+        self.inner.sectors()
+    }
+    fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
+        match (self.take(), self.state_sector) {
+            (Some(state), Some(s)) => self.inner.transfer(&[(s, &state)], &mut [(sector, buf)]),
+            _ => self.inner.read(sector, buf),
+        }
+    }
+    fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        if Some(sector) == self.state_sector {
+            self.write_deferred()?;
+            *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(buf.to_vec());
+            return Ok(());
+        }
+        match (self.take(), self.state_sector) {
+            (Some(state), Some(s)) => self.inner.transfer(&[(sector, buf), (s, &state)], &mut []),
+            _ => self.inner.write(sector, buf),
+        }
+    }
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+        self.write_deferred()?;
+        self.inner.write_durable(sector, buf)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.write_deferred()?;
+        self.inner.flush()
+    }
+    fn wait_for_change(&self, timeout: Duration) -> bool {
+        self.inner.wait_for_change(timeout)
     }
     fn notifies_changes(&self) -> bool {
         self.inner.notifies_changes()
@@ -180,8 +297,9 @@ fn open(spec: &str) -> (Counted, Arc<Counts>) {
     )
 }
 
-/// The T8 scenario, as `sbr bench` runs it, for `budget`.
-fn run(spec: &str, durability: Durability, budget: Duration) -> Run {
+/// The T8 scenario, as `sbr bench` runs it, for `budget`; with `overlap`,
+/// through [`Overlapping`] devices.
+fn run(spec: &str, durability: Durability, budget: Duration, overlap: bool) -> Run {
     // A fresh ring each time: wipe the signature so `create` starts over.
     let (d, _) = open(spec);
     d.write_durable(0, &vec![0u8; d.sector_size()]).unwrap();
@@ -190,7 +308,12 @@ fn run(spec: &str, durability: Durability, budget: Duration) -> Run {
     let options = Options::new().durability(durability);
     let (pd, producer) = open(spec);
     let (cd, consumer) = open(spec);
-    let mut p = Producer::attach(pd, options.clone()).unwrap();
+    let pd = Arc::new(Overlapping::new(
+        pd,
+        overlap.then_some(layout::PRODUCER_SECTOR),
+    ));
+    let cd = Overlapping::new(cd, overlap.then_some(layout::CONSUMER_SECTOR));
+    let mut p = Producer::attach(pd.clone(), options.clone()).unwrap();
     let mut c = Consumer::attach(cd, options).unwrap();
     let data = [7u8; ITEM_LEN];
     let sent = AtomicU64::new(0);
@@ -230,6 +353,7 @@ fn run(spec: &str, durability: Durability, budget: Duration) -> Run {
             n += BATCH as u64;
             sent.store(n, Ordering::Release);
         }
+        pd.write_deferred().unwrap();
         done.store(true, Ordering::Release);
         let got = reader.join().expect("the consumer thread panicked");
         assert_eq!(got, n, "{spec}: consumed {got} of {n} items");
@@ -245,5 +369,5 @@ fn run(spec: &str, durability: Durability, budget: Duration) -> Run {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
