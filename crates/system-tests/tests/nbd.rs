@@ -586,3 +586,95 @@ fn a_power_loss_advance_flushes_the_items_before_a_fua_write_of_the_pointer() {
         assert_eq!(got, expected, "{durability}:\n{log}");
     }
 }
+
+/// nbdkit's log once it has logged the client's disconnect, which comes
+/// after every request of the connection: killing the server before that
+/// can lose the last lines.
+fn log_after_disconnect(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(" Disconnect ") {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nbdkit logged no disconnect within 10 s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How many requests were in flight at once, at most, in nbdkit's log: a
+/// request counts from its start line to its `return=` line.
+fn most_in_flight(log: &str) -> usize {
+    let (mut now, mut most) = (0usize, 0usize);
+    // Start lines read "Write id=N ...", end lines "...Write id=N return=0".
+    for line in log
+        .lines()
+        .filter(|l| l.contains("Write id=") || l.contains("Read id="))
+    {
+        if line.contains("return=") {
+            now = now.saturating_sub(1);
+        } else {
+            now += 1;
+            most = most.max(now);
+        }
+    }
+    most
+}
+
+#[test]
+fn large_reads_and_writes_are_several_requests_in_flight_on_a_real_server() {
+    // Each request waits half a second in the server: four requests carried
+    // out one after the other would never overlap in the log.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    let server = NbdServer::nbdkit(
+        &["log", "delay"],
+        &[
+            "memory",
+            "8M",
+            &format!("logfile={}", log.display()),
+            "delay-write=500ms",
+            "delay-read=500ms",
+        ],
+        Transport::Unix,
+    );
+    let device = NbdDevice::open(&server.uri()).unwrap();
+    let data: Vec<u8> = (0..2 << 20).map(|i| (i % 253) as u8).collect();
+    device.write(8, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    device.read(8, &mut back).unwrap();
+    assert!(back == data);
+    // A transfer: the writes, then the reads, in flight together (the
+    // order they are sent in is checked against the fake server of the
+    // unit tests: nbdkit's worker threads log them in any order).
+    let (a, b) = (vec![5u8; 4096], vec![6u8; 512]);
+    let (mut x, mut y) = (vec![0u8; 512], vec![0u8; 4096]);
+    device
+        .transfer(
+            &[(16_000, &a), (16_100, &b)],
+            &mut [(8, &mut x), (20, &mut y)],
+        )
+        .unwrap();
+    assert!(x[..] == data[..512] && y[..] == data[12 * 512..12 * 512 + 4096]);
+    let (mut a2, mut b2) = (vec![0u8; 4096], vec![0u8; 512]);
+    device
+        .transfer(&[], &mut [(16_000, &mut a2), (16_100, &mut b2)])
+        .unwrap();
+    assert!(a2 == a && b2 == b);
+    drop(device);
+    let log = log_after_disconnect(&log);
+    drop(server);
+    assert!(!log.contains("return=-1"), "a request failed:\n{log}");
+    let pieces = |op: &str| {
+        log.lines()
+            .filter(|l| l.contains(op) && !l.contains("return="))
+            .count()
+    };
+    // 2 MiB in 512 KiB pieces, then the transfers' two writes and four
+    // reads.
+    assert_eq!((pieces(" Write "), pieces(" Read ")), (6, 8), "{log}");
+    assert!(most_in_flight(&log) >= 4, "{log}");
+}

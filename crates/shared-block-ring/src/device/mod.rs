@@ -70,6 +70,39 @@ pub trait BlockDevice: Send + Sync {
         self.flush()
     }
 
+    /// Writes several runs of whole sectors, then reads several, as
+    /// transfers that do not depend on each other: a device may have them
+    /// in flight together and carry them out in any order ([`NbdDevice`]
+    /// pipelines them on its connection, so they cost about one round trip
+    /// instead of one each). When this returns, every write is done as by
+    /// [`write`](Self::write) (visible, not yet durable) and every read as
+    /// by [`read`](Self::read); after an error, any of them may or may not
+    /// have been carried out.
+    ///
+    /// Because no order is kept, the writes must not overlap each other,
+    /// and no read may overlap a write (it would see old or new data).
+    /// Never put a write in the same call as a write it must follow, such
+    /// as a pointer and the items it publishes: FORMAT.md's ordering rules
+    /// need two calls for those (with a flush between them for
+    /// durability). Independent transfers fit: the items of the next batch
+    /// with the pointer to items already written, or a side's own state
+    /// sector with a read of the other side's.
+    ///
+    /// The default does the writes and then the reads one at a time, in
+    /// the order given.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write) and [`read`](Self::read).
+    fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        for &(sector, buf) in writes {
+            self.write(sector, buf)?;
+        }
+        for (sector, buf) in reads.iter_mut() {
+            self.read(*sector, buf)?;
+        }
+        Ok(())
+    }
+
     /// Makes every completed write durable.
     ///
     /// # Errors
@@ -223,6 +256,7 @@ macro_rules! forward_block_device {
             fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> { (**self).write(sector, buf) }
             fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> { (**self).write_durable(sector, buf) }
             fn flush(&self) -> io::Result<()> { (**self).flush() }
+            fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> { (**self).transfer(writes, reads) }
             fn is_read_only(&self) -> bool { (**self).is_read_only() }
             fn wait_for_change(&self, timeout: std::time::Duration) -> bool { (**self).wait_for_change(timeout) }
             fn notifies_changes(&self) -> bool { (**self).notifies_changes() }
@@ -234,3 +268,32 @@ macro_rules! forward_block_device {
 }
 
 forward_block_device!(&T, Arc<T>, Box<T>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_transfer_writes_then_reads_in_order_and_stops_at_an_error() {
+        let d = MemDevice::new(512, 16);
+        let (a, b) = ([1u8; 1024], [2u8; 512]);
+        let (mut x, mut y) = ([0u8; 512], [0u8; 1024]);
+        // Through a reference, as the ring holds devices.
+        <&MemDevice as BlockDevice>::transfer(
+            &&d,
+            &[(2, &a), (3, &b)],
+            &mut [(3, &mut x), (1, &mut y)],
+        )
+        .unwrap();
+        // One at a time, in the order given: the second write wins the
+        // sector both cover, and the reads see the writes.
+        assert_eq!(x, [2u8; 512]);
+        assert_eq!(y[..512], [0u8; 512]);
+        assert_eq!(y[512..], [1u8; 512]);
+        let e = d.transfer(&[(15, &a), (0, &b)], &mut []).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut first = [9u8; 512];
+        d.read(0, &mut first).unwrap();
+        assert_eq!(first, [0u8; 512], "nothing after the failed write is done");
+    }
+}
