@@ -98,6 +98,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 mod backoff;
 pub mod codec;
 mod consumer;
@@ -128,6 +130,8 @@ pub use format::Geometry;
 pub use journal::{Journal, JournalOptions, JournalStats, Waiter};
 pub use position::Position;
 pub use producer::Producer;
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncConsumer, AsyncJournal, AsyncProducer, ItemStream, Performed};
 pub use ring::{create, Created, Durability, Options, RingState};
 
 /// A directory for test files on a filesystem that supports O_DIRECT
