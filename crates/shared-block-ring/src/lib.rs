@@ -119,6 +119,8 @@ mod sync;
 #[doc(hidden)]
 pub use sync::model_clock;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncConsumer, AsyncJournal, AsyncProducer, ItemStream, Performed};
 pub use backoff::Backoff;
 #[cfg(feature = "json")]
 pub use codec::Json;
@@ -130,8 +132,6 @@ pub use format::Geometry;
 pub use journal::{Journal, JournalOptions, JournalStats, Waiter};
 pub use position::Position;
 pub use producer::Producer;
-#[cfg(feature = "tokio")]
-pub use asynchronous::{AsyncConsumer, AsyncJournal, AsyncProducer, ItemStream, Performed};
 pub use ring::{create, Created, Durability, Options, RingState};
 
 /// A directory for test files on a filesystem that supports O_DIRECT

@@ -15,7 +15,7 @@ use crate::format::Geometry;
 use crate::position::Position;
 use crate::ring::{Options, RingState};
 
-use super::{run, run_attached, Cancelled, Slot};
+use super::{run, run_attached, Slot, Turn};
 
 /// The most items one blocking task of an [`ItemStream`] fetches: enough
 /// to amortise the hand-over to the blocking pool over small items.
@@ -65,7 +65,7 @@ where
     pub fn new(consumer: Consumer<D, C>) -> Self {
         AsyncConsumer {
             geometry: consumer.geometry(),
-            slot: super::slot(consumer),
+            slot: Slot::new(consumer),
         }
     }
 
@@ -95,8 +95,8 @@ where
     /// The consumer position on the device (everything before it is
     /// released), once any operation still running has ended.
     pub async fn position(&self) -> Position {
-        match self.slot.lock().await.as_ref() {
-            Some(consumer) => consumer.position(),
+        match super::read(&self.slot, Consumer::position).await {
+            Some(position) => position,
             None => unreachable!("an async consumer is attached until it is consumed"),
         }
     }
@@ -109,9 +109,9 @@ where
     /// [`Error::Corrupt`]; [`Error::Codec`]; a device error. Never
     /// [`Error::Retry`]: use `tokio::time::timeout` to bound the wait.
     pub async fn pop(&self) -> Result<(Position, C::Owned)> {
-        run_attached(&self.slot, |consumer, cancelled| {
+        run_attached(&self.slot, |consumer, turn| {
             let from = consumer.position();
-            wait_pop(consumer, cancelled, from)
+            wait_pop(consumer, turn, from)
         })
         .await
     }
@@ -124,8 +124,8 @@ where
     /// As [`pop`](Self::pop); [`Error::PositionOutOfRange`] for a position
     /// before the consumer's or past the producer's.
     pub async fn pop_from(&self, from: Position) -> Result<(Position, C::Owned)> {
-        run_attached(&self.slot, move |consumer, cancelled| {
-            wait_pop(consumer, cancelled, from)
+        run_attached(&self.slot, move |consumer, turn| {
+            wait_pop(consumer, turn, from)
         })
         .await
     }
@@ -171,13 +171,10 @@ where
     }
 
     async fn handshake(&self, suspend: bool) -> Result<()> {
-        run_attached(&self.slot, move |consumer, cancelled| {
-            let backoff = consumer.backoff();
+        run_attached(&self.slot, move |consumer, turn| {
             super::retry(
                 consumer,
-                cancelled,
-                backoff,
-                Consumer::pause,
+                turn,
                 |c| {
                     // Retry(HandshakePending) while an earlier request is
                     // unacknowledged; writes ours otherwise.
@@ -221,15 +218,12 @@ impl<D: BlockDevice + 'static, C: Codec + 'static> std::fmt::Debug for AsyncCons
 /// Pops at `from`, waiting while nothing is published there.
 fn wait_pop<D: BlockDevice, C: Codec>(
     consumer: &mut Consumer<D, C>,
-    cancelled: &Cancelled,
+    turn: &Turn,
     from: Position,
 ) -> Result<(Position, C::Owned)> {
-    let backoff = consumer.backoff();
     super::retry(
         consumer,
-        cancelled,
-        backoff,
-        Consumer::pause,
+        turn,
         |c| c.pop_from(from),
         |e| matches!(e, Error::Retry(RetryReason::Empty)),
     )
@@ -271,12 +265,13 @@ type Fetch<T> = Pin<Box<dyn Future<Output = Option<Result<Vec<(Position, T)>>>> 
 ///
 /// The stream starts at the consumer position (read when it is first
 /// polled) and then follows its own cursor: unlike
-/// [`AsyncConsumer::pop`], it yields each item once, released or not. If
-/// the consumer is advanced past the cursor, the stream skips to the
-/// consumer position. It fetches every item published when it looks (up
-/// to 256 items, or the consumer's read-ahead in bytes) in one blocking
-/// task, and yields them one by one; dropping it drops the items fetched
-/// and not yet yielded, which are not released either.
+/// [`AsyncConsumer::pop`], it yields each item once, released or not. It
+/// fetches every item published when it looks (up to 256 items, or the
+/// consumer's read-ahead in bytes) in one blocking task, and yields them
+/// one by one; dropping it drops the items fetched and not yet yielded,
+/// which are not released either. A fetch that finds the consumer
+/// advanced past the cursor (by positions from `pop`) goes on from the
+/// consumer position.
 ///
 /// It waits for items without end, and ends only when the consumer is
 /// detached. An error is yielded as `Some(Err(_))`, and the next poll tries
@@ -314,10 +309,10 @@ where
         let slot = self.slot.clone();
         let cursor = self.cursor;
         Box::pin(async move {
-            run(&slot, move |consumer, cancelled| {
+            run(&slot, move |consumer, turn| {
                 let released = consumer.position();
                 let from = cursor.map_or(released, |c| c.max(released));
-                let first = wait_pop(consumer, cancelled, from)?;
+                let first = wait_pop(consumer, turn, from)?;
                 let limit = from.offset() + consumer.options().read_ahead as u64;
                 let mut batch = vec![first];
                 while batch.len() < STREAM_BATCH {

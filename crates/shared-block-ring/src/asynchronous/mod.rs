@@ -44,6 +44,12 @@
 //! next call waits for that, asynchronously. Methods take `&self`, so a
 //! handle can be shared (in an `Arc`) between tasks.
 //!
+//! An operation that waits for the other side does not keep the handle
+//! from the others: after each step of its wait it gives way to any
+//! operation queued behind it, and queues again. So an `advance` (or a
+//! `detach`) made while a `pop` or a stream waits for an item, or while a
+//! `push` waits for space, runs within one backoff step.
+//!
 //! Each call costs one hand-over to a blocking thread and back (a few
 //! microseconds): nothing next to a cache flush, noticeable next to a
 //! write that only reaches the page cache. Batching (`push_many`, the
@@ -111,8 +117,10 @@ mod consumer;
 mod journal;
 mod producer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
@@ -121,21 +129,69 @@ pub use consumer::{AsyncConsumer, ItemStream};
 pub use journal::{AsyncJournal, Performed};
 pub use producer::AsyncProducer;
 
-/// Where a blocking handle lives between operations; see the module docs.
-/// `None` once it was detached.
-type Slot<T> = Arc<tokio::sync::Mutex<Option<T>>>;
-
-fn slot<T>(handle: T) -> Slot<T> {
-    Arc::new(tokio::sync::Mutex::new(Some(handle)))
+/// Where a blocking handle lives between operations (`None` once it was
+/// detached), and how many callers wait for it; see the module docs.
+struct Slot<T> {
+    handle: Arc<Mutex<Option<T>>>,
+    queued: Arc<AtomicUsize>,
 }
 
-/// Set when the future that started a blocking task is dropped (or has
-/// finished): the task stops waiting at its next check.
-struct Cancelled(Arc<AtomicBool>);
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        Slot {
+            handle: self.handle.clone(),
+            queued: self.queued.clone(),
+        }
+    }
+}
 
-impl Cancelled {
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+/// Counts a caller waiting for the slot, until it has it or gives up.
+struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<T> Slot<T> {
+    fn new(handle: T) -> Slot<T> {
+        Slot {
+            handle: Arc::new(Mutex::new(Some(handle))),
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Waits (asynchronously, in call order) for every earlier operation to
+    /// end; an operation waiting for the other side gives way.
+    async fn lock(&self) -> OwnedMutexGuard<Option<T>> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _queued = Queued(self.queued.clone());
+        self.handle.clone().lock_owned().await
+    }
+}
+
+/// What a blocking task checks between two steps of a wait: whether its
+/// future was dropped, and whether another operation waits for the handle.
+struct Turn {
+    cancelled: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+    wait: Arc<WaitState>,
+}
+
+/// Carried from one turn of a waiting operation to the next.
+#[derive(Default)]
+struct WaitState {
+    /// The backoff so far: a wait that gave way goes on where it was
+    /// (two waiting operations taking turns never restart the fast polls).
+    backoff: std::sync::Mutex<Option<Backoff>>,
+    /// The last turn gave way to another operation: queue up again.
+    gave_way: AtomicBool,
+}
+
+impl Turn {
+    fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
 }
 
@@ -149,7 +205,9 @@ impl Drop for CancelOnDrop {
 }
 
 /// Runs `op` on the handle in `slot`, on the blocking pool, once every
-/// earlier operation on it has ended. `None` when the handle was detached.
+/// earlier operation on it has ended. An `op` that waits for the other side
+/// (through [`retry`]) may give way to an operation queued after it, and
+/// is then queued again. `None` when the handle was detached.
 ///
 /// Panics in `op` are resumed here, as if the blocking call had been made
 /// in place.
@@ -157,26 +215,50 @@ async fn run<T, R, F>(slot: &Slot<T>, op: F) -> Option<Result<R>>
 where
     T: Send + 'static,
     R: Send + 'static,
-    F: FnOnce(&mut T, &Cancelled) -> Result<R> + Send + 'static,
+    F: Fn(&mut T, &Turn) -> Result<R> + Send + Sync + 'static,
 {
-    let flag = Arc::new(AtomicBool::new(false));
-    let _cancel = CancelOnDrop(flag.clone());
-    let mut guard = slot.clone().lock_owned().await;
-    let cancelled = Cancelled(flag);
-    let task = tokio::task::spawn_blocking(move || {
-        // Dropped before the task started: do nothing at all.
-        if cancelled.is_set() {
-            return Some(Err(Error::ShutDown));
+    let op = Arc::new(op);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = CancelOnDrop(cancelled.clone());
+    let wait = Arc::new(WaitState::default());
+    loop {
+        let mut guard = slot.lock().await;
+        let turn = Turn {
+            cancelled: cancelled.clone(),
+            queued: slot.queued.clone(),
+            wait: wait.clone(),
+        };
+        let op = op.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            // Dropped before the task started: do nothing at all.
+            if turn.cancelled() {
+                return Some(Err(Error::ShutDown));
+            }
+            let handle = guard.as_mut()?;
+            Some(op(handle, &turn))
+        });
+        let result = match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down and never ran the task.
+            Err(_) => Some(Err(Error::ShutDown)),
+        };
+        if !wait.gave_way.swap(false, Ordering::AcqRel) {
+            return result;
         }
-        let handle = guard.as_mut()?;
-        Some(op(handle, &cancelled))
-    });
-    match task.await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // The runtime is shutting down and never ran the task.
-        Err(_) => Some(Err(Error::ShutDown)),
     }
+}
+
+/// [`run`] on a handle that cannot have been detached: `detach` consumes
+/// the async handle that owns the slot, so its methods never see an empty
+/// one. (Shared with [`ItemStream`], which can: it ends instead.)
+async fn run_attached<T, R, F>(slot: &Slot<T>, op: F) -> Result<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(&mut T, &Turn) -> Result<R> + Send + Sync + 'static,
+{
+    run(slot, op).await.unwrap_or(Err(Error::ShutDown))
 }
 
 /// Runs `f` on the blocking pool (an attach, a journal's start or
@@ -193,40 +275,61 @@ where
     }
 }
 
-/// [`run`] on a handle that cannot have been detached: `detach` consumes
-/// the async handle that owns the slot, so its methods never see an empty
-/// one. (Shared with [`ItemStream`], which can: it ends instead.)
-async fn run_attached<T, R, F>(slot: &Slot<T>, op: F) -> Result<R>
-where
-    T: Send + 'static,
-    R: Send + 'static,
-    F: FnOnce(&mut T, &Cancelled) -> Result<R> + Send + 'static,
-{
-    run(slot, op).await.unwrap_or(Err(Error::ShutDown))
+/// How a handle waits for the other side: its backoff, and one step of it
+/// (a sleep that a change notification ends early).
+trait Waits {
+    fn new_backoff(&self) -> Backoff;
+    fn pause(&self, backoff: &mut Backoff);
+}
+
+impl<D: crate::BlockDevice, C: crate::Codec> Waits for crate::Producer<D, C> {
+    fn new_backoff(&self) -> Backoff {
+        self.backoff(None)
+    }
+    fn pause(&self, backoff: &mut Backoff) {
+        crate::Producer::pause(self, backoff);
+    }
+}
+
+impl<D: crate::BlockDevice, C: crate::Codec> Waits for crate::Consumer<D, C> {
+    fn new_backoff(&self) -> Backoff {
+        self.backoff()
+    }
+    fn pause(&self, backoff: &mut Backoff) {
+        crate::Consumer::pause(self, backoff);
+    }
 }
 
 /// Waits for the other side as the blocking `push_wait`/`pop_wait` do:
 /// calls `attempt` until it returns something else than an error for
-/// which `wait` is true, pausing with `pause` (one step of `backoff`,
-/// woken early by a change notification) in between, and giving up with
-/// the last such error once the future is dropped.
-fn retry<T, R>(
+/// which `wait` is true, with one step of the backoff in between. After
+/// each step, gives up (with the last such error) if the future was
+/// dropped, or gives way if another operation waits for the handle (the
+/// caller then queues again, and the wait goes on where it was).
+fn retry<T: Waits, R>(
     handle: &mut T,
-    cancelled: &Cancelled,
-    mut backoff: Backoff,
-    pause: fn(&T, &mut Backoff) -> bool,
+    turn: &Turn,
     mut attempt: impl FnMut(&mut T) -> Result<R>,
     wait: impl Fn(&Error) -> bool,
 ) -> Result<R> {
+    let saved = turn.wait.backoff.lock().map(|mut b| b.take());
+    let mut backoff = saved.ok().flatten().unwrap_or_else(|| handle.new_backoff());
     loop {
         match attempt(handle) {
             Err(e) if wait(&e) => {
-                if cancelled.is_set() {
+                if turn.cancelled() {
                     return Err(e);
                 }
-                pause(handle, &mut backoff);
+                handle.pause(&mut backoff);
                 // Not one more attempt (a push!) once the future is gone.
-                if cancelled.is_set() {
+                if turn.cancelled() {
+                    return Err(e);
+                }
+                if turn.queued.load(Ordering::Acquire) > 0 {
+                    if let Ok(mut saved) = turn.wait.backoff.lock() {
+                        *saved = Some(backoff);
+                    }
+                    turn.wait.gave_way.store(true, Ordering::Release);
                     return Err(e);
                 }
             }
@@ -249,4 +352,11 @@ async fn detach<T: Send + 'static>(slot: &Slot<T>) {
 /// Takes the blocking handle back, once every operation on it has ended.
 async fn into_blocking<T>(slot: &Slot<T>) -> Option<T> {
     slot.lock().await.take()
+}
+
+/// Reads from the handle, once every operation on it has ended: for
+/// fields kept in memory (no I/O, so not on the blocking pool). `None`
+/// once detached.
+async fn read<T, R>(slot: &Slot<T>, f: impl FnOnce(&T) -> R) -> Option<R> {
+    slot.lock().await.as_ref().map(f)
 }

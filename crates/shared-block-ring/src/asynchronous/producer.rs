@@ -56,7 +56,7 @@ impl<D: BlockDevice + 'static, C: Codec> AsyncProducer<D, C> {
     pub fn with_codec(producer: Producer<D, Bytes>, codec: C) -> Self {
         AsyncProducer {
             geometry: producer.geometry(),
-            slot: super::slot(producer),
+            slot: Slot::new(producer),
             codec,
         }
     }
@@ -104,8 +104,8 @@ impl<D: BlockDevice + 'static, C: Codec> AsyncProducer<D, C> {
     /// Reads a field of the handle: memory only, no I/O, so not on the
     /// blocking pool.
     async fn read<R>(&self, f: impl FnOnce(&Producer<D, Bytes>) -> R) -> R {
-        match self.slot.lock().await.as_ref() {
-            Some(producer) => f(producer),
+        match super::read(&self.slot, f).await {
+            Some(value) => value,
             None => unreachable!("an async producer is attached until it is consumed"),
         }
     }
@@ -146,13 +146,10 @@ impl<D: BlockDevice + 'static, C: Codec> AsyncProducer<D, C> {
     }
 
     async fn push_encoded(&self, items: Vec<Vec<u8>>) -> Result<Position> {
-        run_attached(&self.slot, move |producer, cancelled| {
-            let backoff = producer.backoff(None);
+        run_attached(&self.slot, move |producer, turn| {
             super::retry(
                 producer,
-                cancelled,
-                backoff,
-                Producer::pause,
+                turn,
                 |p| p.push_many(items.iter().map(Vec::as_slice)),
                 |e| matches!(e, Error::Retry(RetryReason::Full)),
             )
@@ -206,13 +203,10 @@ impl<D: BlockDevice + 'static, C: Codec> AsyncProducer<D, C> {
     /// # Errors
     /// [`Error::Corrupt`] or a device error.
     pub async fn running(&self) -> Result<()> {
-        run_attached(&self.slot, |producer, cancelled| {
-            let backoff = producer.backoff(None);
+        run_attached(&self.slot, |producer, turn| {
             super::retry(
                 producer,
-                cancelled,
-                backoff,
-                Producer::pause,
+                turn,
                 |p| match p.state()? {
                     RingState::Running => Ok(()),
                     RingState::Suspended => Err(Error::Suspended),
@@ -231,7 +225,7 @@ impl<D: BlockDevice + 'static, C: Codec> Drop for AsyncProducer<D, C> {
     /// `advance_pipelined`; that write goes to the blocking pool when
     /// there is a runtime.
     fn drop(&mut self) {
-        let Ok(mut slot) = self.slot.try_lock() else {
+        let Ok(mut slot) = self.slot.handle.try_lock() else {
             return;
         };
         let pending = slot

@@ -227,7 +227,11 @@ impl Core {
         if st.wakers.is_empty() {
             return;
         }
-        let performed = if st.worker_stopped { u64::MAX } else { st.performed };
+        let performed = if st.worker_stopped {
+            u64::MAX
+        } else {
+            st.performed
+        };
         let (done, waiting) = std::mem::take(&mut st.wakers)
             .into_iter()
             .partition(|(seq, _)| *seq <= performed);
