@@ -83,6 +83,7 @@ on_both_runtimes!(
     futures_dropped_at_any_poll_leave_whole_items_and_release_nothing,
     detach_waits_for_a_dropped_operation_and_frees_the_role,
     the_stream_ends_when_the_consumer_is_detached,
+    a_waiting_operation_gives_way_to_the_next,
 );
 
 fn item(n: u64) -> Vec<u8> {
@@ -377,8 +378,8 @@ async fn suspend_and_resume_wait_for_the_handshake() {
 }
 
 /// A device whose change notifications the test sends: a waiting task
-/// sleeps in `wait_for_change` until [`Gate::open`] (or a long timeout),
-/// so the test controls exactly when it looks again.
+/// sleeps in `wait_for_change` until [`Gate::open`], so the test controls
+/// exactly when it looks again.
 #[derive(Clone)]
 struct Gate {
     inner: MemDevice,
@@ -444,14 +445,16 @@ impl BlockDevice for Gate {
     fn notifies_changes(&self) -> bool {
         true
     }
-    fn wait_for_change(&self, timeout: Duration) -> bool {
+    /// Sleeps until the gate opens, whatever the backoff asked for (but
+    /// never beyond the test's deadline).
+    fn wait_for_change(&self, _: Duration) -> bool {
         let (m, cv) = &*self.state;
         let mut g = m.lock().unwrap();
         let seen = g.opened;
         g.waiting += 1;
         cv.notify_all();
         let (mut g, _) = cv
-            .wait_timeout_while(g, timeout, |s| s.opened == seen)
+            .wait_timeout_while(g, DEADLINE, |s| s.opened == seen)
             .unwrap();
         g.waiting -= 1;
         g.opened != seen
@@ -461,9 +464,7 @@ impl BlockDevice for Gate {
 async fn a_push_dropped_while_waiting_for_space_pushes_nothing() {
     let disk = mem_ring(16);
     let gate = Gate::new(disk.clone());
-    // Long backoff steps: the waiting push sleeps until the gate opens.
-    let options = fast().max_backoff(DEADLINE);
-    let producer = AsyncProducer::attach(gate.clone(), options).await.unwrap();
+    let producer = AsyncProducer::attach(gate.clone(), fast()).await.unwrap();
     let filled = fill(&producer, &[1u8; 200]).await;
     let tail = producer.tail().await;
     {
@@ -486,6 +487,9 @@ async fn a_push_dropped_while_waiting_for_space_pushes_nothing() {
     .await
     .unwrap();
     gate.open();
+    // Let the task run alone: an operation queued now would make it give
+    // way, which would hide a push made after the future was dropped.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // tail() waits for the dropped push's task to give the handle back.
     assert_eq!(
         within("the dropped push's task", producer.tail()).await,
@@ -646,6 +650,51 @@ async fn the_stream_ends_when_the_consumer_is_detached() {
         items.advance(Position::ZERO).await,
         Err(Error::ShutDown)
     ));
+}
+
+async fn a_waiting_operation_gives_way_to_the_next() {
+    let disk = mem_ring(16);
+    let producer = AsyncProducer::attach(disk.clone(), fast()).await.unwrap();
+    let consumer = AsyncConsumer::attach(disk, fast()).await.unwrap();
+    // A stream waiting for an item does not hold up an advance (of items
+    // popped earlier, say) or a look at the producer.
+    let mut items = consumer.stream();
+    let others = async {
+        let quick = Duration::from_secs(2);
+        let position = consumer.position().await;
+        timeout(quick, consumer.advance(position))
+            .await
+            .expect("an advance behind a waiting stream")
+            .unwrap();
+        timeout(quick, consumer.state())
+            .await
+            .expect("a state() behind a waiting stream")
+            .unwrap();
+        let end = producer.push(b"now").await.unwrap();
+        producer.advance(end).await.unwrap();
+    };
+    let (item, ()) = within("the stream and the others", async {
+        tokio::join!(items.next(), others)
+    })
+    .await;
+    assert_eq!(item.unwrap().unwrap().1, b"now");
+    // A push waiting for space does not hold up a publication.
+    fill(&producer, &[9u8; 100]).await;
+    let pushed = producer.push(&[9u8; 100]);
+    let others = async {
+        let end = producer.tail().await;
+        timeout(Duration::from_secs(2), producer.advance(end))
+            .await
+            .expect("an advance behind a waiting push")
+            .unwrap();
+        let (next, _) = consumer.pop().await.unwrap();
+        consumer.advance(next).await.unwrap();
+    };
+    let (pushed, ()) = within("the push and the others", async {
+        tokio::join!(pushed, others)
+    })
+    .await;
+    pushed.unwrap();
 }
 
 #[test]
