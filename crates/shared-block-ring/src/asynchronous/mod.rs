@@ -261,14 +261,23 @@ where
     run(slot, op).await.unwrap_or(Err(Error::ShutDown))
 }
 
-/// Runs `f` on the blocking pool (an attach, a journal's start or
-/// shutdown), resuming its panic here.
+/// Runs `f` on the blocking pool (an attach, a journal's start or push),
+/// unless the future is dropped before the task starts; resumes its panic
+/// here.
 async fn blocking<R, F>(f: F) -> Result<R>
 where
     R: Send + 'static,
     F: FnOnce() -> Result<R> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = CancelOnDrop(cancelled.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        if cancelled.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        f()
+    });
+    match task.await {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Err(Error::ShutDown),
