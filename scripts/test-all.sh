@@ -18,8 +18,8 @@ cd "$(dirname "$0")/.."
 
 scripts/setup-tests.sh
 
-cargo nextest run --workspace --profile ci
-cargo test --workspace --doc
+cargo nextest run --workspace --features shared-block-ring/tokio --profile ci
+cargo test --workspace --features shared-block-ring/tokio --doc
 
 mkdir -p target
 log=target/concurrency-model.log
@@ -39,8 +39,8 @@ cd "$(dirname "$0")/.."
 
 scripts/setup-tests.sh
 
-cargo nextest run --workspace --profile ci
-cargo test --workspace --doc
+cargo nextest run --workspace --features shared-block-ring/tokio --profile ci
+cargo test --workspace --features shared-block-ring/tokio --doc
 
 cargo nextest run -p shared-block-ring --features shuttle --profile ci \
   --test concurrency_model --no-capture 2>&1 | grep -E "concurrency model|PASS|FAIL|error" || true
