@@ -62,7 +62,7 @@
 //! another host: a block device cannot signal, so waiting means looking
 //! again. The async handles wait exactly as the blocking `push_wait` and
 //! `pop_wait` do, in the same blocking task as the operation: the adaptive
-//! [`Backoff`](crate::Backoff) (sleeps doubling up to
+//! [`Backoff`] (sleeps doubling up to
 //! [`Options::max_backoff`](crate::Options::max_backoff), 4 ms by default),
 //! each sleep being a [`BlockDevice::wait_for_change`](crate::BlockDevice::wait_for_change),
 //! which on a [`FileDevice`](crate::FileDevice) returns as soon as any

@@ -10,7 +10,9 @@
 //! of this protocol under a controlled scheduler (see `crate::sync`).
 
 use std::collections::{HashMap, VecDeque};
-use std::task::{Poll, Waker};
+#[cfg(feature = "tokio")]
+use std::task::Poll;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::codec::Bytes;
@@ -207,6 +209,7 @@ impl Core {
     /// The async form of [`wait_performed`](Self::wait_performed), without
     /// the hurry: ready once operation `seq` is performed (or the worker
     /// stopped first); otherwise `waker` is woken when it is.
+    #[cfg(feature = "tokio")]
     pub(super) fn poll_performed(&self, seq: u64, waker: &Waker) -> Poll<Result<()>> {
         let mut st = self.lock();
         if st.performed >= seq {
