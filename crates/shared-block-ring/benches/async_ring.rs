@@ -6,12 +6,13 @@
 //! cargo bench -p shared-block-ring --features tokio --bench async_ring [-- ROUNDS [MILLIS]]
 //! ```
 //!
-//! The disk is shared and its speed drifts within seconds, so the two APIs
-//! take turns: each round times the blocking calls for MILLIS (default
-//! 300), then the async calls (on a 2-worker multi-thread runtime) for as
-//! long, and the ratio async/blocking is taken per round; the table gives
-//! the median rate of each and the median of the ratios over ROUNDS
-//! (default 9). Producer rounds leave out releasing space; consumer rounds
+//! The disk is shared and its speed drifts within seconds, so the APIs take
+//! turns: each round times the blocking calls for MILLIS (default 300),
+//! then the async calls from a task on a 2-worker multi-thread runtime
+//! ("mt"), then on a current-thread runtime ("ct"), for as long each, and
+//! the ratios async/blocking are taken per round; the table gives the
+//! median rate of each and the median of the ratios over ROUNDS (default
+//! 9). Producer rounds leave out releasing space; consumer rounds
 //! leave out filling the ring. Without `--bench` (as under `cargo test
 //! --benches`) it runs 3 short rounds, to check that it works.
 
@@ -26,7 +27,7 @@ use shared_block_ring::{
 const RING_BYTES: usize = 16 << 20;
 const PAYLOAD: [u8; 100] = [0x5a; 100];
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 type P = Producer<FileDevice>;
 type C = Consumer<FileDevice>;
 
@@ -35,7 +36,10 @@ fn main() -> Res<()> {
     let full = args.iter().any(|a| a == "--bench");
     let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let rounds = numbers.first().copied().unwrap_or(if full { 9 } else { 3 }) as usize;
-    let millis = numbers.get(1).copied().unwrap_or(if full { 300 } else { 30 });
+    let millis = numbers
+        .get(1)
+        .copied()
+        .unwrap_or(if full { 300 } else { 30 });
     let round = Duration::from_millis(millis);
 
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/tmp");
@@ -43,15 +47,18 @@ fn main() -> Res<()> {
     let file = tempfile::Builder::new()
         .prefix("async-bench-")
         .tempfile_in(&dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
 
     println!("async vs blocking, one 100-byte item per call, {rounds} rounds of {millis} ms each, alternating");
     println!(
-        "{:<34} {:>12} {:>12} {:>8}",
-        "scenario", "blocking/s", "async/s", "ratio"
+        "{:<30} {:>10} {:>14} {:>6} {:>16} {:>6}",
+        "scenario", "blocking/s", "async (mt)/s", "ratio", "async (ct)/s", "ratio"
     );
     for durability in [Durability::PowerLoss, Durability::ProcessCrash] {
         // A fresh ring, written in full (never sparse).
@@ -69,17 +76,28 @@ fn main() -> Res<()> {
         for _ in 0..rounds {
             drain(&mut c)?;
             push.blocking.push(push_blocking(&mut p, round)?);
-            drain(&mut c)?;
-            let (rate, back) = runtime.block_on(push_async(p, round))?;
-            p = back;
-            push.asynchronous.push(rate);
+            for (runtime, rates) in [(&multi, &mut push.multi), (&current, &mut push.current)] {
+                drain(&mut c)?;
+                let (rate, back) = runtime.block_on(async {
+                    tokio::spawn(push_async(p, round)).await.expect("the task")
+                })?;
+                p = back;
+                rates.push(rate);
+            }
 
             let n = fill(&mut p, &mut c)?;
             pop.blocking.push(pop_blocking(&mut c, n, round)?);
-            let n = fill(&mut p, &mut c)?;
-            let (rate, back) = runtime.block_on(pop_async(c, n, round))?;
-            c = back;
-            pop.asynchronous.push(rate);
+            for (runtime, rates) in [(&multi, &mut pop.multi), (&current, &mut pop.current)] {
+                let n = fill(&mut p, &mut c)?;
+                // As a task: `block_on`'s own future is not on a worker.
+                let (rate, back) = runtime.block_on(async {
+                    tokio::spawn(pop_async(c, n, round))
+                        .await
+                        .expect("the task")
+                })?;
+                c = back;
+                rates.push(rate);
+            }
         }
         push.print(&format!("push+advance ({durability})"));
         pop.print(&format!("pop+advance ({durability})"));
@@ -87,25 +105,31 @@ fn main() -> Res<()> {
     Ok(())
 }
 
+/// Rates (items/s) per round: blocking, async on the multi-thread and on
+/// the current-thread runtime.
 #[derive(Default)]
 struct Rows {
     blocking: Vec<f64>,
-    asynchronous: Vec<f64>,
+    multi: Vec<f64>,
+    current: Vec<f64>,
 }
 
 impl Rows {
     fn print(&self, name: &str) {
-        let ratios: Vec<f64> = self
-            .blocking
-            .iter()
-            .zip(&self.asynchronous)
-            .map(|(b, a)| a / b)
-            .collect();
+        let ratios = |rates: &[f64]| -> Vec<f64> {
+            self.blocking
+                .iter()
+                .zip(rates)
+                .map(|(b, a)| a / b)
+                .collect()
+        };
         println!(
-            "{name:<34} {:>12.0} {:>12.0} {:>8.3}",
+            "{name:<30} {:>10.0} {:>14.0} {:>6.3} {:>16.0} {:>6.3}",
             median(&self.blocking),
-            median(&self.asynchronous),
-            median(&ratios)
+            median(&self.multi),
+            median(&ratios(&self.multi)),
+            median(&self.current),
+            median(&ratios(&self.current)),
         );
     }
 }
