@@ -20,6 +20,9 @@
 //!   ([`Utf8`], [`Json`]).
 //! * [`Durability`] chooses what an `advance` survives: a power cut (the
 //!   default) or only a process crash (the original's behaviour, faster).
+//! * With the `tokio` feature, the `asynchronous` module wraps the producer,
+//!   the consumer and the journal for async code: `AsyncProducer`,
+//!   `AsyncConsumer` (with a `Stream` of items) and `AsyncJournal`.
 //!
 //! The on-disk format is documented in `FORMAT.md` beside the crate
 //! sources, and every layout constant lives in [`layout`]. What survives

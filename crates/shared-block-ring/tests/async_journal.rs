@@ -4,40 +4,21 @@
 //! dropped futures. Every wait has a deadline.
 #![cfg(feature = "tokio")]
 
-use std::future::{poll_fn, Future};
+#[macro_use]
+mod async_common;
+
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use shared_block_ring::{AsyncJournal, Durability, Error, JournalOptions, MemDevice};
 use tokio::time::timeout;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+use async_common::{drop_after, within};
 
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match timeout(DEADLINE, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
-    }
-}
-
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "current_thread")]
-            async fn current_thread() {
-                super::within(stringify!($name), super::$name()).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn multi_thread() {
-                super::within(stringify!($name), super::$name()).await
-            }
-        }
-    )*};
-}
+/// Between two polls of a future that the test drops.
+const GAP: Duration = Duration::from_micros(200);
 
 on_both_runtimes!(
     push_resolves_when_stored_and_performed_when_performed,
@@ -178,18 +159,6 @@ async fn a_waiter_resolves_with_shutdown_when_the_journal_stops_first() {
     assert!(!waiter.is_performed());
 }
 
-/// Polls `fut` `polls` times, then drops it unless it finished.
-async fn drop_after<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    for _ in 0..polls {
-        if let Poll::Ready(v) = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    None
-}
-
 async fn dropped_futures_lose_no_stored_operation() {
     let (seen, perform) = recorder();
     let journal = AsyncJournal::start(MemDevice::new(512, 64), options(), perform)
@@ -200,7 +169,7 @@ async fn dropped_futures_lose_no_stored_operation() {
         let polls = n as usize % 5;
         // A dropped push: stored whole, or not at all.
         let before = journal.journal().stats().pushed;
-        let done = drop_after(journal.push(&[n]), polls).await;
+        let done = drop_after(journal.push(&[n]), polls, GAP).await;
         if polls == 0 {
             assert!(done.is_none());
         }
@@ -208,7 +177,7 @@ async fn dropped_futures_lose_no_stored_operation() {
             let waiter = waiter.unwrap();
             acknowledged.push(waiter.sequence());
             // A dropped wait changes nothing.
-            let _ = drop_after(waiter.performed(), polls).await;
+            let _ = drop_after(waiter.performed(), polls, GAP).await;
         }
         let after = journal.journal().stats().pushed;
         assert!(after == before || after == before + 1);

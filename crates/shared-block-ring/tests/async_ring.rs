@@ -5,14 +5,13 @@
 //! deadline.
 #![cfg(feature = "tokio")]
 
+#[macro_use]
+mod async_common;
 mod common;
 
-use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::pin;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -22,55 +21,7 @@ use shared_block_ring::{
 };
 use tokio::time::timeout;
 
-/// The longest any single wait in these tests may take.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Awaits `fut`, failing the test with `what` after [`DEADLINE`].
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match timeout(DEADLINE, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
-    }
-}
-
-/// Asserts that `fut` is still pending after `wait`, and drops it there.
-async fn still_waiting<T: std::fmt::Debug>(
-    what: &str,
-    wait: Duration,
-    fut: impl Future<Output = T>,
-) {
-    if let Ok(v) = timeout(wait, fut).await {
-        panic!("{what} returned {v:?} instead of waiting");
-    }
-}
-
-/// Runs a whole scenario with a deadline, so that even a wait the scenario
-/// does not bound (a lock of the handle) cannot hang the test.
-async fn scenario(name: &str, fut: impl Future<Output = ()>) {
-    if timeout(3 * DEADLINE, fut).await.is_err() {
-        panic!(
-            "the scenario {name} did not finish within {:?}",
-            3 * DEADLINE
-        );
-    }
-}
-
-/// Runs each scenario on both runtime flavours.
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "current_thread")]
-            async fn current_thread() {
-                super::scenario(stringify!($name), super::$name()).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn multi_thread() {
-                super::scenario(stringify!($name), super::$name()).await
-            }
-        }
-    )*};
-}
+use async_common::{drop_after, still_waiting, within, DEADLINE};
 
 on_both_runtimes!(
     items_round_trip_in_order,
@@ -496,23 +447,6 @@ async fn a_push_dropped_while_waiting_for_space_pushes_nothing() {
         tail
     );
     assert!(filled > 1);
-}
-
-/// Polls `fut` `polls` times, `gap` apart (letting its blocking task run),
-/// then drops it unless it finished.
-async fn drop_after<F: Future>(fut: F, polls: usize, gap: Duration) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    for _ in 0..polls {
-        if let Poll::Ready(v) = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-            return Some(v);
-        }
-        if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
-    None
 }
 
 async fn futures_dropped_at_any_poll_leave_whole_items_and_release_nothing() {

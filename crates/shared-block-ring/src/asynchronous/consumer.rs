@@ -151,9 +151,12 @@ where
     /// Asks the producer to pause, and waits until it has acknowledged
     /// (waiting first for a previous request to be acknowledged). The
     /// producer acknowledges when it next looks at the consumer sector: in
-    /// any push or advance that needs space, in
+    /// a push (at most [`Options::consumer_poll_interval`] after the
+    /// request, or when the ring is full), in
     /// [`AsyncProducer::running`](super::AsyncProducer::running) or
-    /// [`state`](super::AsyncProducer::state). See [`Consumer::suspend`].
+    /// [`state`](super::AsyncProducer::state); an idle producer does not,
+    /// so bound the wait with `tokio::time::timeout`. See
+    /// [`Consumer::suspend`].
     ///
     /// # Errors
     /// [`Error::Corrupt`] or a device error.
