@@ -233,6 +233,14 @@ async fn the_stream_yields_every_item_once_and_releases_nothing() {
     // Releasing through the stream; a stream made later starts there.
     items.advance(ends[9]).await.unwrap();
     assert_eq!(consumer.position().await, ends[9]);
+    // The `next()` dropped above lost nothing: its fetch yields now.
+    let end = producer.push(&item(30)).await.unwrap();
+    producer.advance(end).await.unwrap();
+    let (_, got) = within("the item after a dropped next()", items.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, item(30));
     let mut later = consumer.stream();
     assert_eq!(
         within("a stream after advance", later.next())

@@ -96,14 +96,18 @@
 //! # Cancellation
 //!
 //! Every future here may be dropped at any await point (by
-//! `tokio::time::timeout`, `select!`, or aborting its task). What that
-//! leaves behind:
+//! `tokio::time::timeout`, `select!`, or aborting its task). A call that
+//! runs in place (a first attempt on a multi-thread runtime) is done whole
+//! before its future can be dropped; one on the blocking pool goes on
+//! without its future. What a dropped future leaves behind:
 //!
 //! | future dropped | before its blocking call started | while it runs (on the blocking pool) |
 //! | --- | --- | --- |
 //! | [`AsyncProducer::push`], `push_many` | nothing pushed | while waiting for space: nothing pushed, and the task ends within one backoff step (4 ms by default); if the write had begun: the items are pushed whole but not published (the next `advance` past them publishes them: compare [`tail`](AsyncProducer::tail) before and after) |
 //! | [`AsyncProducer::advance`] | nothing published | the advance completes or fails as a whole: everything up to the position is published, or nothing |
-//! | [`AsyncConsumer::pop`], `pop_from`, [`ItemStream`] | nothing | nothing: popping never releases; the item is returned again by the next pop (the stream's cursor does not move past an item it did not yield) |
+//! | [`AsyncConsumer::pop`], `pop_from` | nothing | nothing: popping never releases; the item is returned again by the next pop |
+//! | [`ItemStream`]'s `next()` | nothing | nothing: the fetch goes on inside the stream, and the next `next()` yields its items |
+//! | the [`ItemStream`] itself | nothing | nothing released; the items it fetched and had not yielded are dropped with it, and a new stream (or a pop) returns them |
 //! | [`AsyncConsumer::advance`] | nothing released | releases up to the given position (one the caller got from a pop), or nothing |
 //! | `suspend`, `resume` | nothing asked | the request may have been written; the next call of the same waits for its acknowledgement |
 //! | [`AsyncJournal::push`] | nothing pushed | the operation may or may not be stored, and if stored it is performed, as after a crash during a blocking push |
