@@ -50,7 +50,7 @@ mkdir -p target
 log=target/stress.log
 started=$(date +%s)
 set +e
-cargo nextest run --workspace --no-fail-fast --stress-count "$count" -E "$filter" >"$log" 2>&1
+cargo nextest run --workspace --features shared-block-ring/tokio --no-fail-fast --stress-count "$count" -E "$filter" >"$log" 2>&1
 status=$?
 set -e
 elapsed=$(( $(date +%s) - started ))

@@ -20,8 +20,8 @@ cd "$(dirname "$0")/.."
 
 scripts/setup-tests.sh
 
-cargo nextest run --workspace --profile ci
-cargo test --workspace --doc
+cargo nextest run --workspace --features shared-block-ring/tokio --profile ci
+cargo test --workspace --features shared-block-ring/tokio --doc
 
 mkdir -p target
 log=target/concurrency-model.log

@@ -500,6 +500,20 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     }
 }
 
+/// For the async wrapper (`crate::asynchronous`), which waits in steps so
+/// that it can stop between two when its future is dropped: the same
+/// backoff and change notification as [`Consumer::wait_for_item`].
+#[cfg(feature = "tokio")]
+impl<D: BlockDevice, C: Codec> Consumer<D, C> {
+    pub(crate) fn backoff(&self) -> crate::Backoff {
+        self.link.backoff(None)
+    }
+
+    pub(crate) fn pause(&self, backoff: &mut crate::Backoff) -> bool {
+        backoff.wait_with(|d| self.link.device.wait_for_change(d))
+    }
+}
+
 impl<D: BlockDevice, C: Codec> std::fmt::Debug for Consumer<D, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")

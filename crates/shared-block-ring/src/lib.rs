@@ -25,6 +25,9 @@
 //!   side. [`ring2::create`] writes such a ring; [`format::v2`] is its codec
 //!   with the lease decision and the recovery scan; [`inspect::v2`] reads
 //!   it. `Producer` and `Consumer` do not speak it yet.
+//! * With the `tokio` feature, the `asynchronous` module wraps the producer,
+//!   the consumer and the journal for async code: `AsyncProducer`,
+//!   `AsyncConsumer` (with a `Stream` of items) and `AsyncJournal`.
 //!
 //! The on-disk format is documented in `FORMAT.md` beside the crate
 //! sources, and every layout constant lives in [`layout`]. What survives
@@ -103,6 +106,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 mod backoff;
 pub mod codec;
 mod consumer;
@@ -124,6 +129,8 @@ mod sync;
 #[doc(hidden)]
 pub use sync::model_clock;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncConsumer, AsyncJournal, AsyncProducer, ItemStream, Performed};
 pub use backoff::Backoff;
 #[cfg(feature = "json")]
 pub use codec::Json;

@@ -10,6 +10,9 @@
 //! of this protocol under a controlled scheduler (see `crate::sync`).
 
 use std::collections::{HashMap, VecDeque};
+#[cfg(feature = "tokio")]
+use std::task::Poll;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::codec::Bytes;
@@ -99,6 +102,9 @@ pub(super) struct State {
 
     pub(super) counters: Counters,
     pub(super) last_error: Option<String>,
+    /// Async waiters (`Waiter::performed`): each is woken once its
+    /// operation is performed or the worker stops.
+    pub(super) wakers: Vec<(u64, Waker)>,
 }
 
 pub(super) struct Core {
@@ -197,6 +203,45 @@ impl Core {
                 Some(d) if now() >= d => return Ok(false),
                 Some(d) => self.wait_until(&self.progress, st, d),
             };
+        }
+    }
+
+    /// The async form of [`wait_performed`](Self::wait_performed), without
+    /// the hurry: ready once operation `seq` is performed (or the worker
+    /// stopped first); otherwise `waker` is woken when it is.
+    #[cfg(feature = "tokio")]
+    pub(super) fn poll_performed(&self, seq: u64, waker: &Waker) -> Poll<Result<()>> {
+        let mut st = self.lock();
+        if st.performed >= seq {
+            return Poll::Ready(Ok(()));
+        }
+        if st.worker_stopped {
+            return Poll::Ready(Err(Error::ShutDown));
+        }
+        st.wakers
+            .retain(|(s, w)| !(*s == seq && w.will_wake(waker)));
+        st.wakers.push((seq, waker.clone()));
+        Poll::Pending
+    }
+
+    /// Wakes the async waiters whose operations are performed, or all of
+    /// them once the worker has stopped. Wakes after unlocking.
+    pub(super) fn wake_performed(&self, mut st: MutexGuard<'_, State>) {
+        if st.wakers.is_empty() {
+            return;
+        }
+        let performed = if st.worker_stopped {
+            u64::MAX
+        } else {
+            st.performed
+        };
+        let (done, waiting) = std::mem::take(&mut st.wakers)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= performed);
+        st.wakers = waiting;
+        drop(st);
+        for (_, waker) in done {
+            waker.wake();
         }
     }
 

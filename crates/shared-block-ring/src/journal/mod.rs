@@ -344,6 +344,7 @@ impl<C: Codec + 'static> Journal<C> {
                 released: 0,
                 counters: Counters::default(),
                 last_error: None,
+                wakers: Vec::new(),
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -516,6 +517,15 @@ impl Waiter {
 
     fn wait(&self, deadline: Option<Instant>) -> Result<bool> {
         self.core.wait_performed(self.seq, deadline)
+    }
+
+    /// For `Waiter::performed` (feature `tokio`, `crate::asynchronous`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_performed(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<()>> {
+        self.core.poll_performed(self.seq, cx.waker())
     }
 }
 

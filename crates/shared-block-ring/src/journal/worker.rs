@@ -60,7 +60,9 @@ struct Stopped(Arc<Core>);
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        self.0.lock().worker_stopped = true;
+        let mut st = self.0.lock();
+        st.worker_stopped = true;
+        self.0.wake_performed(st);
         self.0.progress.notify_all();
     }
 }
@@ -197,7 +199,7 @@ impl<C: Codec> Worker<C> {
         st.performed_pos = end;
         st.counters.performed += ops.len() as u64;
         st.counters.batches += 1;
-        drop(st);
+        self.core.wake_performed(st);
         self.core.progress.notify_all();
     }
 
