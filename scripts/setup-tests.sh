@@ -11,6 +11,7 @@
 #   qemu-nbd    qemu-utils         NBD system tests (a real NBD server)
 #   nbdkit      nbdkit             NBD system tests (error filter, plugins)
 #   g++         g++                cargo-fuzz (libFuzzer is C++)
+#   man         man-db             sbr's man page test (man -l renders it; pulls in groff)
 #   nextest     cargo-nextest      every test, with a per-test deadline
 #   cargo fuzz  cargo-fuzz         the fuzz targets (fuzz/run.sh)
 set -euo pipefail
@@ -25,6 +26,7 @@ command -v losetup >/dev/null || packages+=(mount)
 command -v qemu-nbd >/dev/null || packages+=(qemu-utils)
 command -v nbdkit >/dev/null || packages+=(nbdkit)
 command -v g++ >/dev/null || packages+=(g++)
+command -v man >/dev/null || packages+=(man-db)
 command -v sha256sum >/dev/null || packages+=(coreutils)
 crates=()
 cargo nextest --version >/dev/null 2>&1 || crates+=(cargo-nextest)

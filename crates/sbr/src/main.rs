@@ -6,12 +6,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 
 mod bench;
 mod common;
 mod consume;
 mod contents;
+mod conventions;
 mod create;
 mod demo;
 mod diagnostics;
@@ -72,10 +73,16 @@ enum Command {
     /// A bench child process (internal).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(conventions::CompletionsArgs),
+    /// Print the man page, or a subcommand's, or write them all to a
+    /// directory.
+    Man(conventions::ManArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&conventions::command::<Cli>().get_matches())
+        .unwrap_or_else(|e| e.exit());
     init_logging(cli.verbose);
     let result: CmdResult = match cli.command {
         Command::Create(a) => create::run(a),
@@ -89,6 +96,8 @@ fn main() -> ExitCode {
         Command::DemoPeer(a) => demo::run_peer(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::run_peer(a),
+        Command::Completions(a) => conventions::completions(a, conventions::command::<Cli>()),
+        Command::Man(a) => conventions::man(a, conventions::command::<Cli>()),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
