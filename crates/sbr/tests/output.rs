@@ -63,6 +63,9 @@ fn every_command_exits_cleanly_when_its_reader_has_gone() {
         vec!["--help"],
         vec!["diagnostics", "--help"],
         vec!["--version"],
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["man", "consume"],
         vec!["consume", &ring],
     ];
     for args in commands {
