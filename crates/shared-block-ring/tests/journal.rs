@@ -560,12 +560,19 @@ fn flush_interval_bounds_each_operations_wait_in_a_steady_stream() {
     let t0 = Instant::now();
     let mut pushed_at = Vec::new();
     let mut last = None;
+    // How late this thread woke from its sleeps: on a loaded machine the
+    // worker's timers fire late by as much, which is the machine's delay,
+    // not the journal's (scripts/stress.sh saw 680 ms with a load of 9).
+    let mut overslept = Duration::ZERO;
     for i in 0u32..200 {
         let due = t0 + Duration::from_millis(10) * i;
         thread::sleep(due.saturating_duration_since(Instant::now()));
-        pushed_at.push(Instant::now());
+        let now = Instant::now();
+        overslept = overslept.max(now.saturating_duration_since(due));
+        pushed_at.push(now);
         last = Some(journal.push(&i.to_le_bytes()).unwrap());
     }
+    let slack = Duration::from_millis(400) + overslept * 2;
     let stream_end = Instant::now();
     let first = performed_at.lock().unwrap().first().copied();
     let (op, at) = first.expect("nothing was performed during a 2 s stream");
@@ -575,8 +582,8 @@ fn flush_interval_bounds_each_operations_wait_in_a_steady_stream() {
     let delay = at - pushed_at[0];
     assert!(delay >= interval, "{delay:?}");
     assert!(
-        at < stream_end && delay < Duration::from_millis(700),
-        "{delay:?}"
+        at < stream_end && delay < interval + slack,
+        "{delay:?} (slack {slack:?})"
     );
     last.unwrap().sync().unwrap();
     let performed = performed_at.lock().unwrap().clone();
@@ -587,7 +594,7 @@ fn flush_interval_bounds_each_operations_wait_in_a_steady_stream() {
         .map(|&(i, at)| at - pushed_at[i as usize])
         .max()
         .unwrap();
-    assert!(worst < interval + Duration::from_millis(400), "{worst:?}");
+    assert!(worst < interval + slack, "{worst:?} (slack {slack:?})");
     // And operations were batched: about one batch per interval.
     let batches = journal.stats().batches;
     assert!((5..=60).contains(&batches), "{batches} batches");
