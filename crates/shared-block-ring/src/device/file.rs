@@ -50,6 +50,30 @@ pub const LOCK_GRACE: Duration = Duration::from_secs(1);
 pub const IO_ENV: &str = "SHARED_BLOCK_RING_IO";
 
 impl Io {
+    /// The path a [`FileDevice`] opened now with `self` would take:
+    /// [`Io::Sync`] or [`Io::Uring`], after the environment variable and
+    /// the kernel's say.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::Unsupported`] when io_uring is asked for and the
+    /// kernel does not offer it (opening would fail the same way).
+    pub fn effective(self) -> io::Result<Io> {
+        match self.use_uring() {
+            Ok(true) => Ok(Io::Uring),
+            Ok(false) => Ok(Io::Sync),
+            Err(why) => Err(io::Error::new(io::ErrorKind::Unsupported, why)),
+        }
+    }
+
+    /// `sync`, `uring` or `auto`, as the environment variable spells them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::Auto => "auto",
+            Io::Sync => "sync",
+            Io::Uring => "uring",
+        }
+    }
+
     /// Whether a device opened with `self` uses io_uring: `Err` when
     /// io_uring is asked for and unavailable.
     fn use_uring(self) -> Result<bool, String> {
