@@ -13,11 +13,14 @@
 //! with CLOCK_MONOTONIC (the stamps are taken in the wrapper, outside the
 //! library). ROUNDS (default 4) rounds of ITEMS (default 200) items
 //! alternate the sync and io_uring paths, so that both meet the same
-//! drift of the disk; each round also times the floor's parts on the same
-//! file (a 512-byte durable write, a 512-byte read).
+//! drift of the disk; after each round the floor (two 512-byte durable
+//! writes and a 512-byte read, back to back as `sbr bench` times them, on
+//! the same file and path) is timed, and the round's items are held to
+//! it.
 //!
 //! For each item the steps are, from the push:
-//! - `push`: `push` + `advance` up to the data write;
+//! - `push (cpu)`: `push` + `advance` up to the data write, less
+//! - `producer reads`: the producer's device reads in that time;
 //! - `data write`, `flush`, `pointer write` (durable): the producer's three
 //!   round trips;
 //! - `wake`: from the end of the pointer write to the start of the
@@ -167,6 +170,7 @@ impl BlockDevice for Stamped {
 #[derive(Debug, Default, Clone, Copy)]
 struct Steps {
     push: f64,
+    producer_reads: f64,
     data_write: f64,
     flush: f64,
     pointer_write: f64,
@@ -176,10 +180,12 @@ struct Steps {
     ret: f64,
     total: f64,
     early_reads: f64,
+    floor: f64,
 }
 
-const STEP_NAMES: [&str; 10] = [
-    "push",
+const STEP_NAMES: [&str; 12] = [
+    "push (cpu)",
+    "producer reads",
     "data write",
     "flush",
     "pointer write",
@@ -189,12 +195,14 @@ const STEP_NAMES: [&str; 10] = [
     "return",
     "total",
     "early reads",
+    "floor",
 ];
 
 impl Steps {
-    fn values(&self) -> [f64; 10] {
+    fn values(&self) -> [f64; 12] {
         [
             self.push,
+            self.producer_reads,
             self.data_write,
             self.flush,
             self.pointer_write,
@@ -204,6 +212,7 @@ impl Steps {
             self.ret,
             self.total,
             self.early_reads,
+            self.floor,
         ]
     }
 }
@@ -247,12 +256,23 @@ fn steps(events: &[Event]) -> Option<Steps> {
         .filter(|e| e.sector != Side::Producer.sector())
         .map(|e| e.end - e.start)
         .sum();
+    let producer_reads: u64 = events
+        .iter()
+        .filter(|e| {
+            e.who == Side::Producer
+                && e.what == What::Read
+                && e.start >= push.start
+                && e.end <= data_write.start
+        })
+        .map(|e| e.end - e.start)
+        .sum();
     let early = consumer_reads[..first_data]
         .iter()
         .filter(|e| e.sector == Side::Producer.sector() && e.start < pointer.start)
         .count();
     Some(Steps {
-        push: us(data_write.start - push.start),
+        push: us(data_write.start - push.start - producer_reads),
+        producer_reads: us(producer_reads),
         data_write: us(data_write.end - data_write.start),
         flush: us(flush.end - flush.start),
         pointer_write: us(pointer.end - pointer.start),
@@ -262,6 +282,7 @@ fn steps(events: &[Event]) -> Option<Steps> {
         ret: us(pop.end.saturating_sub(data_end)),
         total: us(pop.end - push.start),
         early_reads: early as f64,
+        floor: 0.0,
     })
 }
 
@@ -275,8 +296,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// One round of `items` items on the path `io`: the steps of each item,
-/// and the floor's parts (durable 512-byte write, 512-byte read) in us.
-fn round(path: &std::path::Path, io: Io, items: usize) -> (Vec<Steps>, f64, f64) {
+/// each with the round's floor.
+fn round(path: &std::path::Path, io: Io, items: usize) -> Vec<Steps> {
     let opts = FileOptions::new().io(io);
     let blank = FileDevice::open_with(path, &opts).unwrap();
     blank
@@ -333,20 +354,24 @@ fn round(path: &std::path::Path, io: Io, items: usize) -> (Vec<Steps>, f64, f64)
             out.push(s);
         }
     }
-    // The floor's parts, on the same file and path, right after.
+    // The floor as the bench measures it (back to back, on the same file
+    // and path), right after the round.
     let d = FileDevice::open_with(path, &opts).unwrap();
-    let sector = d.sectors() - 1;
+    let last = d.sectors() - 1;
     let mut buf = AlignedBuf::zeroed(512);
-    let (mut w, mut r) = (Vec::new(), Vec::new());
-    for _ in 0..200 {
+    let mut floors = Vec::new();
+    for _ in 0..100 {
         let t = Instant::now();
-        d.write_durable(sector, &buf).unwrap();
-        w.push(t.elapsed().as_secs_f64() * 1e6);
-        let t = Instant::now();
-        d.read(sector, &mut buf).unwrap();
-        r.push(t.elapsed().as_secs_f64() * 1e6);
+        d.write_durable(last, &buf).unwrap();
+        d.write_durable(last, &buf).unwrap();
+        d.read(last, &mut buf).unwrap();
+        floors.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    (out, median(&mut w), median(&mut r))
+    let floor = median(&mut floors);
+    for s in &mut out {
+        s.floor = floor;
+    }
+    out
 }
 
 fn main() {
@@ -359,51 +384,42 @@ fn main() {
     } else {
         vec![Io::Sync]
     };
-    let mut all: Vec<(Io, Vec<Steps>, Vec<f64>)> = paths
-        .iter()
-        .map(|&io| (io, Vec::new(), Vec::new()))
-        .collect();
+    let mut all: Vec<(Io, Vec<Steps>)> = paths.iter().map(|&io| (io, Vec::new())).collect();
     for r in 0..rounds {
-        for (io, steps, floors) in all.iter_mut() {
-            let (s, w, rd) = round(file.path(), *io, items);
+        for (io, steps) in all.iter_mut() {
+            let s = round(file.path(), *io, items);
             let mut totals: Vec<f64> = s.iter().map(|x| x.total).collect();
+            let mut floors: Vec<f64> = s.iter().map(|x| x.floor).collect();
             eprintln!(
-                "round {r} {}: {} items, p50 total {:.0} us, durable write {w:.0} us, read {rd:.0} us",
+                "round {r} {}: {} items, p50 total {:.0} us, p50 floor {:.0} us",
                 io.name(),
                 s.len(),
-                median(&mut totals)
+                median(&mut totals),
+                median(&mut floors)
             );
             steps.extend(s);
-            floors.push(2.0 * w + rd);
         }
     }
     println!(
-        "T5 breakdown: power-loss, 100-byte items, idle consumer; medians in us over all rounds"
+        "T5 breakdown: power-loss, 100-byte items, idle consumer; medians in us over {rounds} rounds of {items} items"
     );
-    print!("{:<14}", "step");
-    for (io, _, _) in &all {
+    print!("{:<16}", "step");
+    for (io, _) in &all {
         print!(" {:>10}", io.name());
     }
     println!();
     for (k, name) in STEP_NAMES.iter().enumerate() {
-        print!("{name:<14}");
-        for (_, steps, _) in &all {
+        print!("{name:<16}");
+        for (_, steps) in &all {
             let mut v: Vec<f64> = steps.iter().map(|s| s.values()[k]).collect();
             print!(" {:>10.1}", median(&mut v));
         }
         println!();
     }
-    print!("{:<14}", "floor");
-    for (_, _, floors) in &all {
-        let mut f = floors.clone();
-        print!(" {:>10.1}", median(&mut f));
-    }
-    println!();
-    print!("{:<14}", "total/floor");
-    for (_, steps, floors) in &all {
-        let mut t: Vec<f64> = steps.iter().map(|s| s.total).collect();
-        let mut f = floors.clone();
-        print!(" {:>10.2}", median(&mut t) / median(&mut f));
+    print!("{:<16}", "total / floor");
+    for (_, steps) in &all {
+        let mut v: Vec<f64> = steps.iter().map(|s| s.total / s.floor).collect();
+        print!(" {:>10.2}", median(&mut v));
     }
     println!();
 }
