@@ -5,7 +5,8 @@
 #      another user, says exactly what is missing and fails).
 #   2. Every unit, integration and system test through cargo-nextest, each
 #      with a deadline (.config/nextest.toml): a hang is a failure naming
-#      the test, never a stuck run. Then the documentation examples.
+#      the test, never a stuck run; twice, on io_uring (where the kernel has
+#      it) and on the synchronous path. Then the documentation examples.
 #   3. The concurrency model checker (shuttle): the journal's threads and a
 #      producer and consumer waking each other (tests/concurrency_model.rs),
 #      and sbr produce's reader/feeder hand-over; prints the number of
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 scripts/setup-tests.sh
 
 cargo nextest run --workspace --features shared-block-ring/tokio --profile ci
+SHARED_BLOCK_RING_IO=sync cargo nextest run --workspace --features shared-block-ring/tokio --profile ci
 cargo test --workspace --features shared-block-ring/tokio --doc
 
 mkdir -p target

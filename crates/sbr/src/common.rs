@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
-use shared_block_ring::device::{self, BlockDevice};
+use shared_block_ring::device::{self, BlockDevice, Io};
 use shared_block_ring::inspect;
 use shared_block_ring::{Durability, Error, FileOptions, Options};
 
@@ -140,12 +140,43 @@ pub struct OpenArgs {
     /// filesystems). Only coherent on a single host.
     #[arg(long)]
     pub buffered: bool,
+
+    /// How files and block devices do their I/O: uring (io_uring: a
+    /// command's independent requests in flight together), sync
+    /// (pread/pwrite, one system call each), or auto (io_uring where the
+    /// kernel offers it; the default, which the environment variable
+    /// SHARED_BLOCK_RING_IO=sync|uring overrides). NBD devices ignore it.
+    #[arg(long, value_name = "MODE")]
+    pub io: Option<IoArg>,
+}
+
+/// The values of `--io`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoArg {
+    /// io_uring where the kernel offers it.
+    Auto,
+    /// pread/pwrite.
+    Sync,
+    /// io_uring; opening fails without it.
+    Uring,
+}
+
+impl From<IoArg> for Io {
+    fn from(a: IoArg) -> Io {
+        match a {
+            IoArg::Auto => Io::Auto,
+            IoArg::Sync => Io::Sync,
+            IoArg::Uring => Io::Uring,
+        }
+    }
 }
 
 impl OpenArgs {
     /// The options to open a device with (read-write).
     pub fn file_options(&self) -> FileOptions {
-        let options = FileOptions::new().direct(!self.buffered);
+        let options = FileOptions::new()
+            .direct(!self.buffered)
+            .io(self.io.map_or(Io::Auto, Io::from));
         match self.sector_size {
             Some(ss) => options.sector_size(ss),
             None => options,

@@ -74,9 +74,30 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
     }
 
     let rows = report["rows"].as_array().expect("rows");
+    // The run's own I/O path, and where the kernel has both, the rows of
+    // the other path: push+advance, stream, pop, drain x 2 payloads x 2
+    // modes, and the idle-consumer latency of 100-byte items in each.
+    let path = report["io_path"].as_str().expect("io_path").to_string();
+    assert!(path == "sync" || path == "uring", "{path}");
+    let other = rows
+        .iter()
+        .filter(|r| r["io_path"] != path.as_str())
+        .count();
+    assert!(
+        other == 0 || other == 4 * 2 * 2 + 2,
+        "{other} rows of the other path"
+    );
+    assert_eq!(
+        report["io_paths"].as_array().expect("io_paths").len(),
+        other
+    );
+    if path == "uring" {
+        // io_uring is there, so sync always is.
+        assert_eq!(other, 18);
+    }
     // 9 scenarios x 2 payloads x 2 modes, the idle-consumer latency of
     // 100-byte items in each mode, the CLI row, 4 NBD/local rows.
-    assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
+    assert_eq!(rows.len() - other, 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
     for r in rows {
         for key in [
             "scenario",
@@ -256,6 +277,38 @@ fn device_options_reach_every_device() {
 }
 
 #[test]
+fn the_io_option_chooses_the_path_and_the_other_path_is_compared() {
+    let d = dir();
+    let (report, stdout) = smoke(&d, &["--io", "sync", "--durability", "process-crash"]);
+    assert_eq!(report["io_path"], "sync");
+    assert!(stdout.contains("io: sync"), "{stdout}");
+    let rows = report["rows"].as_array().unwrap();
+    for r in rows {
+        let marked = r["scenario"].as_str().unwrap().ends_with(" [uring]");
+        assert_eq!(r["io_path"] == "uring", marked, "{r}");
+    }
+    // Each row of the other path is set beside the run's own.
+    for c in report["io_paths"].as_array().unwrap() {
+        assert_eq!(c["paths"], serde_json::json!(["sync", "uring"]), "{c}");
+        let [s, u] = [0, 1].map(|i| c["ratios"][i].as_f64().unwrap());
+        let expected = match c.get("latency_p50_us") {
+            Some(l) => l[0].as_f64().unwrap() / l[1].as_f64().unwrap(),
+            None => u / s,
+        };
+        assert!((num(c, "uring_over_sync") - expected).abs() < 1e-9, "{c}");
+    }
+    let compared = report["io_paths"].as_array().unwrap().len();
+    assert!(compared == 0 || compared == 4 * 2 + 1, "{compared}");
+    if compared > 0 {
+        assert!(stdout.contains("io_uring against sync"), "{stdout}");
+        assert!(
+            stdout.contains("allocations per item on the uring path"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
 fn help_says_what_the_device_options_mean_for_the_bench() {
     let out = Command::new(SBR)
         .args(["bench", "--help"])
@@ -285,7 +338,8 @@ fn help_says_what_the_device_options_mean_for_the_bench() {
 fn every_row_measures_something_however_short_the_budget() {
     let (report, _) = smoke(&dir(), &["--budget", "1ns"]);
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
+    let other = report["io_paths"].as_array().unwrap().len();
+    assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4 + other, "{rows:#?}");
     for r in rows {
         if r["device"] == "qemu-nbd" && !on_path("qemu-nbd") {
             continue;

@@ -130,7 +130,7 @@ fn clap_options(cmd: &str) -> (BTreeSet<String>, bool) {
 /// Options every command has, or every device command (the README says so
 /// once, above the table).
 const GLOBAL: &[&str] = &["--help", "--verbose", "--version"];
-const DEVICE: &[&str] = &["--sector-size", "--durability", "--buffered"];
+const DEVICE: &[&str] = &["--sector-size", "--durability", "--buffered", "--io"];
 
 #[test]
 fn the_readme_command_table_matches_the_clap_definitions() {

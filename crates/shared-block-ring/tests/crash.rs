@@ -886,7 +886,8 @@ fn check_workload(w: &Workload) -> Tally {
         let point: CrashPoint = dev.crash_point().expect("the device crashed");
         let images: Vec<Vec<u8>> = match w.durability {
             Durability::PowerLoss => point.power_cut_images(STATES_PER_POINT, k).collect(),
-            _ => vec![point.process_crash_image().to_vec()],
+            // One image, or one per subset of a transfer's writes in flight.
+            _ => point.process_crash_images(STATES_PER_POINT).collect(),
         };
         let mut seen = HashSet::new();
         for (i, image) in images.into_iter().enumerate() {

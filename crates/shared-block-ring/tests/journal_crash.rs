@@ -237,14 +237,17 @@ fn check_workload(w: Workload, images_per_point: usize) -> (u64, usize) {
                 }
             }
             _ => {
-                let image = point.process_crash_image().to_vec();
-                check(
-                    &r,
-                    image,
-                    durability,
-                    &format!("process crash at point {n}"),
-                );
-                states += 1;
+                // One image, or one per subset of a transfer's writes in
+                // flight.
+                for (k, image) in point.process_crash_images(images_per_point).enumerate() {
+                    check(
+                        &r,
+                        image,
+                        durability,
+                        &format!("process crash at point {n}, image {k}"),
+                    );
+                    states += 1;
+                }
             }
         }
     }

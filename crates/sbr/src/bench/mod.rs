@@ -21,9 +21,10 @@
 //!
 //! - [`scenarios`]: what is measured, one file per family of scenarios
 //!   (publish, stream, consume, latency, journal, allocations, idle, cli,
-//!   nbd), registered in one list. A new family (format-2 rows, an `--io
-//!   sync|uring` comparison, the async API) is a new file there and one
-//!   line in that list; its module doc says how.
+//!   nbd, io_paths: the same scenarios on the other `--io` path),
+//!   registered in one list. A new family (format-2 rows, the async API)
+//!   is a new file there and one line in that list; its module doc says
+//!   how.
 //! - [`measure`]: the machinery: configurations, the counted devices, the
 //!   device's limits and the limit each row is held to, fresh rings, clocks,
 //!   child processes, the counting allocator.
@@ -101,7 +102,8 @@ pub struct Args {
 
     /// For profiling: run only the measurements whose name contains this
     /// (push, push_many, stream, pop, drain, latency, journal, allocations,
-    /// idle, cli, nbd); the targets they do not cover show as not met.
+    /// idle, cli, nbd, io-paths); the targets they do not cover show as not
+    /// met.
     #[arg(long, hide = true, value_name = "NAME")]
     only: Option<String>,
 
@@ -179,7 +181,7 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
         None => vec![Durability::PowerLoss, Durability::ProcessCrash],
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let access = Access::new(&a.how);
+    let access = Access::new(&a.how)?;
     let dir = work_dir(a.dir.as_deref(), &access)?;
     let spec = match &a.device {
         Some(d) => {
@@ -205,9 +207,14 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
     let geometry = Geometry::new(device.sector_size(), ring_sectors)
         .map_err(|e| BenchError::ring(&spec, e))?;
     say(format!(
-        "sbr bench ({} run): {description}\nhost: {}\nring: the first {} MiB; device limits measured on the last {} MiB\n",
+        "sbr bench ({} run): {description}\nhost: {}\nio: {} (files and block devices{})\nring: the first {} MiB; device limits measured on the last {} MiB\n",
         cfg.name,
         host(),
+        access.io.name(),
+        match access.other_io() {
+            Some(other) => format!("; the rows marked [{}] take the other path", other.name()),
+            None => "; the other path is not available here".into(),
+        },
         (ring_sectors * ss) >> 20,
         (scratch * ss) >> 20,
     ));
@@ -220,6 +227,7 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
     }
     say("");
 
+    let meter = RefCell::new(meter);
     let ctx = Ctx {
         cfg: &cfg,
         ring: RingDev {
@@ -230,12 +238,12 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
         access: &access,
         limits: limits.clone(),
         geometry,
-        meter: RefCell::new(meter),
+        meter: &meter,
         modes: &modes,
         dir: dir.path(),
         only: a.only.as_deref(),
     };
-    let mut found = Findings::default();
+    let mut found = Findings::new(access.io.name());
     say("Steps 2 and 3: the ring, against the matching device limit (medians)");
     say(Row::header());
     for &durability in &modes {
@@ -274,9 +282,11 @@ fn run_bench(a: Args) -> Result<(), BenchError> {
             "a new file in a temporary directory".into()
         },
         device_description: description,
+        io_path: access.io.name().into(),
         limits,
         rows: found.rows,
         targets,
+        io_paths: found.io_paths,
         seconds: started_at.elapsed().as_secs_f64(),
     };
     if let Some(path) = &a.json {

@@ -20,10 +20,23 @@
 //! unflushed writes stay in the cache, as with NBD's FUA flag or `O_DSYNC`
 //! on a disk that supports FUA. A durable write is not a flush.
 //!
+//! # Transfers and chains
+//!
+//! The writes of one [`transfer`](BlockDevice::transfer) are in flight
+//! together and done in any order: a crash while they are in flight leaves
+//! any subset of them done ([`CrashPoint::process_crash_images`]), and a
+//! power cut then may keep any subset of their sectors, as for any
+//! unflushed write. An injected fault fails one write or read of a
+//! transfer and the others are still carried out. A
+//! [`chain`](BlockDevice::chain) is its operations one after another, so
+//! a crash inside it leaves a prefix of it done.
+//!
 //! # Crashes
 //!
 //! Every completed write and flush is a *crash point*; a durable write is
-//! two (once its data is in the cache, and once it is durable). Arm a crash
+//! two (once its data is in the cache, and once it is durable); a transfer
+//! with two or more writes is two (while its writes are in flight, and once
+//! they are all done), with one write one, with none none. Arm a crash
 //! with [`crash_after`](FaultDevice::crash_after): when the device reaches
 //! that crash point it freezes a [`CrashPoint`] and fails every later
 //! operation with `EIO`, as if the machine had stopped right there. The
@@ -117,7 +130,8 @@ pub struct OpCounts {
     /// a crash).
     pub failed: u64,
     /// Crash points passed: one per completed write and flush, two per
-    /// completed durable write.
+    /// completed durable write, two per transfer of two writes or more (see
+    /// the [module documentation](self)).
     pub crash_points: u64,
 }
 
@@ -145,6 +159,9 @@ pub struct CrashPoint {
     durable: BTreeMap<u64, Vec<u8>>,
     /// Unflushed sector writes, oldest first.
     unflushed: Vec<UnflushedSector>,
+    /// The writes (by number) of a transfer in flight at the crash: in
+    /// `unflushed`, and not in `completed`.
+    in_flight: Vec<u64>,
 }
 
 impl CrashPoint {
@@ -154,9 +171,46 @@ impl CrashPoint {
     }
 
     /// The image a process crash leaves: every completed write, flushed or
-    /// not (the operating system or the device still holds them).
+    /// not (the operating system or the device still holds them). When the
+    /// crash came with a transfer's writes in flight, this is the image
+    /// with none of them; [`process_crash_images`](Self::process_crash_images)
+    /// gives every image.
     pub fn process_crash_image(&self) -> &[u8] {
         &self.completed
+    }
+
+    /// The writes (numbered as in [`UnflushedSector::write`]) of a
+    /// transfer that were in flight at the crash: each may or may not have
+    /// been done. Empty when the crash came between operations.
+    pub fn in_flight(&self) -> &[u64] {
+        &self.in_flight
+    }
+
+    /// Every image a process crash may leave, at most `limit` of them:
+    /// the completed writes, and any subset of the writes in flight
+    /// ([`in_flight`](Self::in_flight)), each done whole or not at all.
+    /// One image (the [`process_crash_image`](Self::process_crash_image))
+    /// when none was in flight. Byte-identical images are given once.
+    pub fn process_crash_images(&self, limit: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let n = self.in_flight.len().min(63);
+        let mut seen = HashSet::new();
+        (0..1u64 << n)
+            .map(move |mask| {
+                let mut image = self.completed.clone();
+                for u in &self.unflushed {
+                    let k = self.in_flight.iter().position(|&w| w == u.write);
+                    if k.is_some_and(|k| k < n && mask >> k & 1 == 1) {
+                        self.put(&mut image, u.sector, &u.data);
+                    }
+                }
+                image
+            })
+            .filter(move |image| {
+                let mut h = DefaultHasher::new();
+                image.hash(&mut h);
+                seen.insert(h.finish())
+            })
+            .take(limit)
     }
 
     /// The image a power cut leaves when the cache loses everything: only
@@ -406,6 +460,8 @@ struct State {
     durable: BTreeMap<u64, Vec<u8>>,
     unflushed: Vec<UnflushedSector>,
     next_write: u64,
+    /// The writes of the transfer in flight, while a crash may stop it.
+    in_flight: Vec<u64>,
 }
 
 fn eio() -> io::Error {
@@ -498,6 +554,7 @@ impl<D: BlockDevice> FaultDevice<D> {
             completed,
             durable: s.durable.clone(),
             unflushed: s.unflushed.clone(),
+            in_flight: s.in_flight.clone(),
         })
     }
 
@@ -511,6 +568,7 @@ impl<D: BlockDevice> FaultDevice<D> {
                 completed: Vec::new(),
                 durable: BTreeMap::new(),
                 unflushed: Vec::new(),
+                in_flight: Vec::new(),
             });
             s.crashed = Some(point);
         }
@@ -547,30 +605,28 @@ impl<D: BlockDevice> FaultDevice<D> {
         fail
     }
 
-    /// Performs `write` of `buf` at `sector` on the wrapped device and, if
-    /// it succeeds, records it as unflushed, remembering what stable
-    /// storage held in sectors not written since the last flush.
-    fn cached_write(
-        &self,
-        s: &mut State,
-        sector: u64,
-        buf: &[u8],
-        write: impl FnOnce() -> io::Result<()>,
-    ) -> io::Result<()> {
+    /// What stable storage holds in the sectors of `len` bytes at `sector`
+    /// that were not written since the last flush: what the device holds
+    /// now. The range must have been checked.
+    fn stable_before(&self, s: &State, sector: u64, len: usize) -> io::Result<Stable> {
         let inner = &self.shared.inner;
         let ss = inner.sector_size();
-        check_range(ss, inner.sectors(), sector, buf.len())?;
         let mut stable = Vec::new();
-        for at in sector..sector + (buf.len() / ss) as u64 {
+        for at in sector..sector + (len / ss) as u64 {
             if !s.durable.contains_key(&at) {
-                // Not written since the last flush: what the device holds
-                // now is what stable storage holds.
                 let mut old = vec![0u8; ss];
                 inner.read(at, &mut old)?;
                 stable.push((at, old));
             }
         }
-        write()?;
+        Ok(stable)
+    }
+
+    /// Records a write of `buf` at `sector` as unflushed, under a new write
+    /// number (returned), with `stable` from
+    /// [`stable_before`](Self::stable_before).
+    fn record_write(&self, s: &mut State, stable: Stable, sector: u64, buf: &[u8]) -> u64 {
+        let ss = self.shared.inner.sector_size();
         s.durable.extend(stable);
         let write = s.next_write;
         s.next_write += 1;
@@ -581,9 +637,29 @@ impl<D: BlockDevice> FaultDevice<D> {
                 data: data.to_vec(),
             });
         }
+        write
+    }
+
+    /// Performs `write` of `buf` at `sector` on the wrapped device and, if
+    /// it succeeds, records it as unflushed.
+    fn cached_write(
+        &self,
+        s: &mut State,
+        sector: u64,
+        buf: &[u8],
+        write: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let inner = &self.shared.inner;
+        check_range(inner.sector_size(), inner.sectors(), sector, buf.len())?;
+        let stable = self.stable_before(s, sector, buf.len())?;
+        write()?;
+        self.record_write(s, stable, sector, buf);
         Ok(())
     }
 }
+
+/// Sectors and what stable storage holds in them.
+type Stable = Vec<(u64, Vec<u8>)>;
 
 impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
     fn sector_size(&self) -> usize {
@@ -641,6 +717,72 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         Ok(())
     }
 
+    /// The writes are in flight together: see the [module
+    /// documentation](self) for what a crash, a power cut or an injected
+    /// fault leaves.
+    fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        let mut s = self.lock();
+        let inner = &self.shared.inner;
+        let (ss, sectors) = (inner.sector_size(), inner.sectors());
+        for &(sector, buf) in writes {
+            check_range(ss, sectors, sector, buf.len())?;
+        }
+        for (sector, buf) in reads.iter() {
+            check_range(ss, sectors, *sector, buf.len())?;
+        }
+        s.counts.writes += writes.len() as u64;
+        s.counts.reads += reads.len() as u64;
+        let mut error = None;
+        // The writes not failed on purpose, in the cache from the moment
+        // they are in flight: a power cut may keep any of their sectors.
+        let mut before = Vec::with_capacity(writes.len());
+        for &(sector, buf) in writes {
+            if self.should_fail(&mut s, FaultOp::Write) {
+                error.get_or_insert_with(eio);
+                continue;
+            }
+            before.push((sector, buf, self.stable_before(&s, sector, buf.len())?));
+        }
+        let going: Vec<(u64, &[u8], u64)> = before
+            .into_iter()
+            .map(|(sector, buf, stable)| {
+                (sector, buf, self.record_write(&mut s, stable, sector, buf))
+            })
+            .collect();
+        if going.len() >= 2 {
+            // A crash now leaves any subset of them done.
+            s.in_flight = going.iter().map(|&(_, _, w)| w).collect();
+            self.crash_point_passed(&mut s);
+            s.in_flight.clear();
+            if s.crashed.is_some() {
+                return Err(eio());
+            }
+        }
+        for &(sector, buf, write) in &going {
+            if let Err(e) = inner.write(sector, buf) {
+                s.unflushed.retain(|u| u.write != write);
+                error.get_or_insert(e);
+            }
+        }
+        if !going.is_empty() {
+            self.crash_point_passed(&mut s);
+            if s.crashed.is_some() {
+                return Err(eio());
+            }
+        }
+        for (sector, buf) in reads.iter_mut() {
+            if self.should_fail(&mut s, FaultOp::Read) {
+                error.get_or_insert_with(eio);
+            } else if let Err(e) = inner.read(*sector, buf) {
+                error.get_or_insert(e);
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     fn flush(&self) -> io::Result<()> {
         let mut s = self.lock();
         s.counts.flushes += 1;
@@ -685,7 +827,7 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::MemDevice;
+    use crate::device::{MemDevice, Op};
 
     fn sector(b: u8) -> Vec<u8> {
         vec![b; 512]
@@ -842,5 +984,137 @@ mod tests {
         a.unlock(Side::Producer);
         assert!(mem.try_lock(Side::Producer).unwrap().is_ok());
         assert!(a.describe().contains("memory device"));
+    }
+
+    #[test]
+    fn a_crash_during_a_transfer_leaves_any_subset_of_its_writes() {
+        let d = FaultDevice::new(MemDevice::new(512, 16));
+        d.write(1, &sector(1)).unwrap();
+        d.flush().unwrap();
+        d.write(9, &sector(9)).unwrap();
+        let before = d.counts().crash_points;
+        // Crash while the transfer's two writes are in flight.
+        d.crash_after(1);
+        let two = [sector(5), sector(5)].concat();
+        let mut x = sector(0);
+        assert!(d
+            .transfer(&[(3, &sector(3)), (5, &two)], &mut [(1, &mut x)])
+            .is_err());
+        assert_eq!(d.counts().crash_points, before + 1);
+        let p = d.crash_point().unwrap();
+        assert_eq!(p.in_flight().len(), 2);
+        let base = p.process_crash_image();
+        assert_eq!((at(base, 3), at(base, 5), at(base, 9)), (0, 0, 9));
+        // A process crash: each write done whole or not at all.
+        let mut seen: Vec<(u8, u8, u8)> = p
+            .process_crash_images(100)
+            .map(|i| {
+                assert_eq!((at(&i, 1), at(&i, 9)), (1, 9));
+                (at(&i, 3), at(&i, 5), at(&i, 6))
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [(0, 0, 0), (0, 5, 5), (3, 0, 0), (3, 5, 5)]);
+        assert_eq!(p.process_crash_images(3).count(), 3);
+        // A power cut: any subset of the unflushed sectors, those of the
+        // writes in flight included (sector 9, 3, 5 and 6: 16 images).
+        let images: Vec<Vec<u8>> = p.power_cut_images(1000, 0).collect();
+        assert_eq!(images.len(), 16);
+        assert!(images.iter().all(|i| at(i, 1) == 1));
+        assert!(images.iter().any(|i| at(i, 5) == 5 && at(i, 6) == 0));
+    }
+
+    #[test]
+    fn a_transfer_passes_a_crash_point_in_flight_and_once_done() {
+        let d = FaultDevice::new(MemDevice::new(512, 16));
+        let mut x = sector(0);
+        d.transfer(&[], &mut [(0, &mut x)]).unwrap();
+        assert_eq!(d.counts().crash_points, 0);
+        d.transfer(&[(2, &sector(2))], &mut []).unwrap();
+        assert_eq!(d.counts().crash_points, 1);
+        d.transfer(&[(3, &sector(3)), (4, &sector(4))], &mut [(2, &mut x)])
+            .unwrap();
+        assert_eq!(d.counts().crash_points, 3);
+        assert_eq!(x, sector(2));
+        let c = d.counts();
+        assert_eq!((c.writes, c.reads), (3, 2));
+        // A crash once the writes are done: they are all in the image, and
+        // nothing is in flight.
+        d.crash_after(2);
+        assert!(d
+            .transfer(&[(5, &sector(5)), (6, &sector(6))], &mut [])
+            .is_err());
+        let p = d.crash_point().unwrap();
+        assert!(p.in_flight().is_empty());
+        let images: Vec<Vec<u8>> = p.process_crash_images(10).collect();
+        assert_eq!(images.len(), 1);
+        assert_eq!((at(&images[0], 5), at(&images[0], 6)), (5, 6));
+    }
+
+    #[test]
+    fn a_fault_in_a_transfer_fails_one_write_and_the_others_are_done() {
+        let d = FaultDevice::new(MemDevice::new(512, 16));
+        d.fail_nth(FaultOp::Write, 2);
+        let e = d
+            .transfer(
+                &[(3, &sector(3)), (4, &sector(4)), (5, &sector(5))],
+                &mut [],
+            )
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        let image = d.inner().to_vec();
+        assert_eq!((at(&image, 3), at(&image, 4), at(&image, 5)), (3, 0, 5));
+        // Only the writes carried out are in the cache.
+        assert_eq!(d.snapshot().unwrap().unflushed().len(), 2);
+        // Ranges are checked first: nothing is done or counted.
+        let c = d.counts();
+        assert!(d
+            .transfer(&[(3, &sector(7)), (16, &sector(7))], &mut [])
+            .is_err());
+        assert_eq!(d.counts(), c);
+        assert_eq!(at(&d.inner().to_vec(), 3), 3);
+    }
+
+    #[test]
+    fn a_crash_inside_a_chain_leaves_a_prefix_and_power_cuts_keep_its_order() {
+        // A format 1 publication: data, flush, durable pointer.
+        let data = [sector(2), sector(2)].concat();
+        let run = |d: &FaultDevice<MemDevice>| {
+            d.chain(&mut [
+                Op::Write {
+                    sector: 2,
+                    buf: &data,
+                },
+                Op::Flush,
+                Op::WriteDurable {
+                    sector: 1,
+                    buf: &sector(1),
+                },
+            ])
+        };
+        let points = {
+            let d = FaultDevice::new(MemDevice::new(512, 8));
+            run(&d).unwrap();
+            d.counts().crash_points
+        };
+        assert_eq!(points, 4);
+        for k in 0..=points {
+            let d = FaultDevice::new(MemDevice::new(512, 8));
+            d.crash_after(k);
+            let r = run(&d);
+            assert_eq!(r.is_ok(), k == points, "crash point {k}");
+            let p = d.crash_point().unwrap();
+            // A process crash: a prefix of the chain.
+            let i = p.process_crash_image();
+            let (data_done, ptr_done) = (at(i, 2) == 2 && at(i, 3) == 2, at(i, 1) == 1);
+            assert_eq!(data_done, k >= 1, "crash point {k}");
+            assert_eq!(ptr_done, k >= 3, "crash point {k}");
+            // A power cut: never the pointer without the data.
+            for image in p.power_cut_images(100, k) {
+                if at(&image, 1) == 1 {
+                    assert!(at(&image, 2) == 2 && at(&image, 3) == 2, "crash point {k}");
+                }
+            }
+        }
     }
 }

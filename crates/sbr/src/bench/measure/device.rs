@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use shared_block_ring::device::{self, BlockDevice};
+use shared_block_ring::device::{self, BlockDevice, ChainError, Io, Op};
 use shared_block_ring::{create, layout, AlignedBuf, FileDevice, FileOptions, Side};
 
 use super::BenchError;
@@ -196,6 +196,29 @@ impl BlockDevice for Counted {
         IoStats::bump(&self.stats.flushes);
         self.inner.flush()
     }
+    /// Counted as its writes and reads (one round trip on io_uring or
+    /// NBD, where they are in flight together).
+    fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        for &(sector, _) in writes {
+            self.stats.wrote(sector, false);
+        }
+        for _ in reads.iter() {
+            IoStats::bump(&self.stats.reads);
+        }
+        self.inner.transfer(writes, reads)
+    }
+    /// Counted as its operations (one submission on io_uring).
+    fn chain(&self, ops: &mut [Op<'_>]) -> Result<(), ChainError> {
+        for op in ops.iter() {
+            match op {
+                Op::Read { .. } => IoStats::bump(&self.stats.reads),
+                Op::Write { sector, .. } => self.stats.wrote(*sector, false),
+                Op::WriteDurable { sector, .. } => self.stats.wrote(*sector, true),
+                Op::Flush => IoStats::bump(&self.stats.flushes),
+            }
+        }
+        self.inner.chain(ops)
+    }
     fn is_read_only(&self) -> bool {
         self.inner.is_read_only()
     }
@@ -216,22 +239,28 @@ impl BlockDevice for Counted {
     }
 }
 
-/// How the bench opens every device, from `--sector-size` and
-/// `--buffered`: in this process, and in the `sbr` children it starts (the
+/// How the bench opens every device, from `--sector-size`, `--buffered`
+/// and `--io`: in this process, and in the `sbr` children it starts (the
 /// latency peer, `sbr produce`, `sbr consume`). An option added to
-/// [`OpenArgs`] (such as an I/O engine) reaches every ring of the bench
-/// through [`OpenArgs::file_options`] and the two lines of `new`.
+/// [`OpenArgs`] reaches every ring of the bench through
+/// [`OpenArgs::file_options`] and the lines of `new`.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     /// The options of every open.
     pub options: FileOptions,
     /// The same, as arguments of an `sbr` device command.
     pub child_args: Vec<String>,
+    /// The I/O path files and block devices take (`--io`, resolved):
+    /// [`Io::Sync`] or [`Io::Uring`].
+    pub io: Io,
 }
 
 impl Access {
     /// As the command line asks.
-    pub fn new(open: &OpenArgs) -> Access {
+    ///
+    /// # Errors
+    /// `--io uring` where the kernel has no io_uring.
+    pub fn new(open: &OpenArgs) -> Result<Access, BenchError> {
         let mut child_args = Vec::new();
         if let Some(ss) = open.sector_size {
             child_args.extend(["--sector-size".to_string(), ss.to_string()]);
@@ -239,10 +268,45 @@ impl Access {
         if open.buffered {
             child_args.push("--buffered".into());
         }
-        Access {
+        let access = Access {
             options: open.file_options(),
             child_args,
+            io: Io::Sync,
+        };
+        let io = open
+            .io
+            .map_or(Io::Auto, Io::from)
+            .effective()
+            .map_err(|e| BenchError::msg(format!("--io: {e}")))?;
+        Ok(access.with_io(io))
+    }
+
+    /// The same, on the I/O path `io` (sync or uring), children included.
+    pub fn with_io(&self, io: Io) -> Access {
+        let mut child_args: Vec<String> = Vec::new();
+        let mut args = self.child_args.iter();
+        while let Some(a) = args.next() {
+            if a == "--io" {
+                args.next();
+            } else {
+                child_args.push(a.clone());
+            }
         }
+        child_args.extend(["--io".to_string(), io.name().to_string()]);
+        Access {
+            options: self.options.clone().io(io),
+            child_args,
+            io,
+        }
+    }
+
+    /// The other I/O path, when this kernel offers both.
+    pub fn other_io(&self) -> Option<Io> {
+        let other = match self.io {
+            Io::Uring => Io::Sync,
+            _ => Io::Uring,
+        };
+        other.effective().ok().map(|_| other)
     }
 
     /// Opens `spec` as the ring's users do: a file or block device with

@@ -37,14 +37,53 @@ pub struct Findings {
     pub idle: Option<IdleCpu>,
     /// `sbr produce | sbr consume` as child processes (T7).
     pub cli: Option<CliRun>,
+    /// The I/O path of the run (`sync` or `uring`), given to the rows that
+    /// name none.
+    pub io_path: String,
+    /// The same scenarios on both I/O paths.
+    pub io_paths: Vec<PathComparison>,
 }
 
 impl Findings {
+    /// Findings of a run on the I/O path `io_path`.
+    pub fn new(io_path: &str) -> Findings {
+        Findings {
+            io_path: io_path.into(),
+            ..Findings::default()
+        }
+    }
+
     /// Prints `row` as a line of the table and keeps it.
-    pub fn add(&mut self, row: Row) {
+    pub fn add(&mut self, mut row: Row) {
+        if row.io_path.is_empty() {
+            row.io_path = self.io_path.clone();
+        }
         say(row.line());
         self.rows.push(row);
     }
+}
+
+/// One scenario on the run's I/O path against the other path, in the
+/// same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathComparison {
+    /// The scenario, durability mode and payload of both rows.
+    pub scenario: String,
+    /// `power-loss` or `process-crash`.
+    pub durability: String,
+    /// Bytes per item.
+    pub payload_bytes: usize,
+    /// The run's path and the other.
+    pub paths: [String; 2],
+    /// Each row's ratio to its limit (measured alongside it), in the order
+    /// of `paths`.
+    pub ratios: [f64; 2],
+    /// Each row's p50 latency, for the latency rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p50_us: Option<[f64; 2]>,
+    /// io_uring against sync: the uring row's ratio over the sync row's
+    /// (above 1: uring faster); for latency rows, sync's p50 over uring's.
+    pub uring_over_sync: f64,
 }
 
 /// Allocations per item on the library's hot paths, counted on the
@@ -106,12 +145,16 @@ pub struct Report {
     pub device: String,
     /// Its description (path, size, open mode).
     pub device_description: String,
+    /// The I/O path of files and block devices (`--io`): `sync` or `uring`.
+    pub io_path: String,
     /// Step 1.
     pub limits: Limits,
     /// Steps 2 and 3, and the system measurements (NBD, CLI memory).
     pub rows: Vec<Row>,
     /// T1..T8.
     pub targets: Vec<Target>,
+    /// Scenarios run on both I/O paths in this run.
+    pub io_paths: Vec<PathComparison>,
     /// Wall time of the run.
     pub seconds: f64,
 }

@@ -16,6 +16,9 @@ pub struct Row {
     pub durability: String,
     /// Where: `bench device`, `local file`, `qemu-nbd`.
     pub device: String,
+    /// The I/O path of the files and block devices the row used: `sync`
+    /// or `uring` (`sbr bench --io`; NBD rows: that of their local twin).
+    pub io_path: String,
     /// Bytes per item (without the 4-byte header).
     pub payload_bytes: usize,
     /// Items per push_many or per chunk, as used (capped where the ring
@@ -95,6 +98,7 @@ impl Row {
             scenario: scenario.into(),
             durability: durability.name().into(),
             device: device.into(),
+            io_path: String::new(),
             payload_bytes: payload,
             batch,
             items_per_s,
@@ -172,10 +176,11 @@ impl Row {
     /// The header of the table.
     pub fn header() -> String {
         format!(
-            "{:<24} {:<13} {:<10} {:>8} {:>6} {:>12} {:>9} {:>12} {:>6} {:>6} {:>6}  {}",
+            "{:<24} {:<13} {:<10} {:<5} {:>8} {:>6} {:>12} {:>9} {:>12} {:>6} {:>6} {:>6}  {}",
             "scenario",
             "durability",
             "device",
+            "io",
             "payload",
             "batch",
             "items/s",
@@ -205,10 +210,11 @@ impl Row {
         }
         let trips = |x: Option<f64>| fmt_rate(x.unwrap_or(f64::NAN));
         format!(
-            "{:<24} {:<13} {:<10} {:>8} {:>6} {:>12} {:>9} {:>12} {:>6} {:>6} {:>6}  {}",
+            "{:<24} {:<13} {:<10} {:<5} {:>8} {:>6} {:>12} {:>9} {:>12} {:>6} {:>6} {:>6}  {}",
             self.scenario,
             self.durability,
             self.device,
+            self.io_path,
             self.payload_bytes,
             self.batch,
             fmt_rate(self.items_per_s),

@@ -32,7 +32,7 @@ impl Family for Allocs {
 /// Counts allocations per item on the hot paths, in the process-crash
 /// mode (no flushes, so many items in little time; the code paths are the
 /// same apart from the flush calls, which allocate nothing).
-fn allocations(ctx: &Ctx) -> Result<Allocations, BenchError> {
+pub(super) fn allocations(ctx: &Ctx) -> Result<Allocations, BenchError> {
     let data = item(100);
     let len = stream_len(100);
     let n: u64 = if ctx.cfg.name == "smoke" { 512 } else { 4096 };

@@ -33,7 +33,7 @@ impl Family for Consume {
 
 /// pop+advance one item at a time, from a ring filled beforehand (filling
 /// is not timed).
-fn pop(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
+pub(super) fn pop(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
     let data = item(payload);
     let mut pair = Pair::new(&ctx.ring, durability)?;
     let room = ctx.geometry.capacity() * 9 / 10;
@@ -76,7 +76,7 @@ fn pop(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchEr
 /// Drain: everything published read with `for_each_bytes` (as few reads
 /// as the read-ahead allows), then one advance. The ring is filled with up
 /// to `drain_bytes` beforehand, not timed.
-fn drain(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
+pub(super) fn drain(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
     let data = item(payload);
     let mut pair = Pair::new(&ctx.ring, durability)?;
     let room = (ctx.geometry.capacity() * 9 / 10).min(ctx.cfg.drain_bytes);

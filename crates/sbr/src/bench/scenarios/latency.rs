@@ -121,7 +121,7 @@ pub enum Pause {
 }
 
 /// One latency row: push to pop between this process and a peer.
-fn latency(
+pub(super) fn latency(
     ctx: &Ctx,
     durability: Durability,
     payload: usize,

@@ -5,7 +5,7 @@
 //! machinery of [`measure`](super::measure), and hands rows and figures
 //! to the [`report`](super::report).
 //!
-//! Adding a family (format-2 rows, an `--io` comparison, the async API):
+//! Adding a family (format-2 rows, the async API):
 //! a file here with a unit struct implementing [`Family`], and its line in
 //! the `families!` list below, at the place its rows should take in the
 //! table. A target reading the new rows goes in
@@ -55,6 +55,7 @@ families![
     stream::Stream,
     consume::Consume,
     latency::Latency,
+    io_paths::IoPaths,
     journal::Journal,
     allocations::Allocs,
     idle::Idle,
@@ -88,7 +89,7 @@ pub struct Ctx<'a> {
     pub geometry: Geometry,
     /// Measures the device's limits again, on the scratch area, beside
     /// each row's repetitions.
-    pub meter: RefCell<Meter>,
+    pub meter: &'a RefCell<Meter>,
     /// The durability modes to measure.
     pub modes: &'a [Durability],
     /// Where the bench's other files go.
@@ -97,7 +98,29 @@ pub struct Ctx<'a> {
     pub only: Option<&'a str>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The same context with every device opened through `access` (the
+    /// other I/O path, for [`io_paths`]).
+    pub fn with_access<'b>(&self, access: &'b Access) -> Ctx<'b>
+    where
+        'a: 'b,
+    {
+        Ctx {
+            cfg: self.cfg,
+            ring: RingDev {
+                access: access.clone(),
+                ..self.ring.clone()
+            },
+            access,
+            limits: self.limits.clone(),
+            geometry: self.geometry,
+            meter: self.meter,
+            modes: self.modes,
+            dir: self.dir,
+            only: self.only,
+        }
+    }
+
     /// Whether `--only` lets the measurement `name` run.
     pub fn wanted(&self, name: &str) -> bool {
         self.only.is_none_or(|o| name.contains(o))
@@ -106,7 +129,7 @@ impl Ctx<'_> {
     /// The limit of a row of `kind`, to be measured alongside it.
     pub fn paired(&self, kind: Kind, durability: Durability, payload: usize) -> Paired<'_> {
         Paired::new(
-            &self.meter,
+            self.meter,
             &self.limits,
             self.cfg.budget,
             kind,

@@ -32,7 +32,7 @@ impl Family for Publish {
 }
 
 /// push+advance one at a time (`batch` 1) or push_many+advance.
-fn publish(
+pub(super) fn publish(
     ctx: &Ctx,
     durability: Durability,
     payload: usize,

@@ -32,7 +32,7 @@ impl Family for Stream {
 /// chunk, advance_pipelined, sync when the input pauses), fed by a thread
 /// that makes chunks as `sbr produce`'s reader does, for the budget or
 /// until the ring would be full.
-fn stream(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
+pub(super) fn stream(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
     let data = item(payload);
     let len = stream_len(payload);
     let chunk_items = (CHUNK_BYTES.div_ceil(payload.max(1))).clamp(1, CHUNK_ITEMS) as u64;

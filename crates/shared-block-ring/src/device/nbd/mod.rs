@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{check_range, BlockDevice, FileOptions};
+use super::{check_chain, check_range, BlockDevice, ChainError, FileOptions, Op};
 use crate::error::Error;
 
 mod block_size;
@@ -460,6 +460,62 @@ impl BlockDevice for NbdDevice {
             .iter_mut()
             .flat_map(|(sector, buf)| self.reads(*sector, buf));
         self.with_conn(|conn| conn.run(writes.chain(reads)))
+    }
+
+    /// Each write, durable write or flush waits for the replies to
+    /// everything before it (the server keeps no order between requests
+    /// in flight, and a FLUSH covers only the writes it has replied to);
+    /// the reads that follow one and do not overlap its write go with it.
+    fn chain(&self, ops: &mut [Op<'_>]) -> Result<(), ChainError> {
+        check_chain(self, ops)?;
+        let mut i = 0;
+        while i < ops.len() {
+            let head = ops[i].range();
+            let head_writes = !matches!(ops[i], Op::Read { .. });
+            let overlaps = |r: Option<(u64, usize)>| match (head, r) {
+                (Some((a, alen)), Some((b, blen))) => {
+                    let ss = self.sector_size as u64;
+                    a < b + blen as u64 / ss && b < a + alen as u64 / ss
+                }
+                _ => false,
+            };
+            let mut end = i + 1;
+            while end < ops.len()
+                && matches!(ops[end], Op::Read { .. })
+                && !(head_writes && overlaps(ops[end].range()))
+            {
+                end += 1;
+            }
+            let (head, rest) = ops[i..end].split_at_mut(1);
+            let reads = rest
+                .iter_mut()
+                .filter_map(|op| match op {
+                    Op::Read { sector, buf } => Some((*sector, &mut **buf)),
+                    _ => None,
+                })
+                .flat_map(|(sector, buf)| self.reads(sector, buf));
+            let fua = self.supports_fua();
+            let flush = self.supports_flush().then_some(Request::Flush);
+            let r = match &mut head[0] {
+                Op::Read { sector, buf } => {
+                    self.with_conn(|conn| conn.run(self.reads(*sector, buf).chain(reads)))
+                }
+                Op::Write { sector, buf } => {
+                    self.with_conn(|conn| conn.run(self.writes(*sector, buf, false).chain(reads)))
+                }
+                Op::WriteDurable { sector, buf } => {
+                    // As write_durable: FUA, or the writes and then a flush.
+                    let flush = flush.filter(|_| !fua);
+                    self.with_conn(|conn| {
+                        conn.run(self.writes(*sector, buf, fua).chain(flush).chain(reads))
+                    })
+                }
+                Op::Flush => self.with_conn(|conn| conn.run(flush.into_iter().chain(reads))),
+            };
+            r.map_err(|error| ChainError { done: i, error })?;
+            i = end;
+        }
+        Ok(())
     }
 
     fn is_read_only(&self) -> bool {

@@ -312,7 +312,7 @@ mod tests {
     use super::*;
     use crate::device::nbd::fake::*;
     use crate::device::nbd::NbdDevice;
-    use crate::device::BlockDevice;
+    use crate::device::{BlockDevice, Op};
 
     #[test]
     fn an_error_reply_is_the_servers_errno_and_the_connection_stays_usable() {
@@ -550,5 +550,110 @@ mod tests {
         drop(d);
         let seen = fake.finish();
         assert!(requests(&seen, CMD_WRITE).is_empty());
+    }
+
+    /// A fake that waits 200 ms for more requests before replying: a
+    /// request sent without waiting for the replies before it arrives
+    /// while they are due, and raises `most_in_flight`.
+    fn lingering(fault: Fault) -> (Fake, NbdDevice) {
+        let fake = Fake::start(Script {
+            go: Go::Ok(Some([512, 4096, 4096])),
+            size: 256 * 1024,
+            fault,
+            linger: Some(Duration::from_millis(200)),
+            ..Script::default()
+        });
+        let d = NbdDevice::open(&fake.uri).unwrap();
+        d.set_io_timeout(Duration::from_secs(5)).unwrap();
+        (fake, d)
+    }
+
+    #[test]
+    fn a_chain_waits_for_the_replies_before_each_write_and_flush() {
+        let (fake, d) = lingering(Fault::None);
+        let (a, b) = (pattern(4096, 8), pattern(512, 9));
+        let mut x = vec![0u8; 4096];
+        d.chain(&mut [
+            Op::Write { sector: 8, buf: &a },
+            Op::Write {
+                sector: 40,
+                buf: &b,
+            },
+            Op::Flush,
+            Op::WriteDurable {
+                sector: 48,
+                buf: &b,
+            },
+            // Overlaps the write before it: waits for its reply too.
+            Op::Read {
+                sector: 48,
+                buf: &mut x[..512],
+            },
+        ])
+        .unwrap();
+        assert!(x[..512] == b[..]);
+        drop(d);
+        let seen = fake.finish();
+        assert_eq!(seen.most_in_flight, 1, "a request overtook an earlier one");
+        let cmds: Vec<(u16, u16)> = seen.requests.iter().map(|r| (r.cmd, r.flags)).collect();
+        assert_eq!(
+            cmds,
+            [
+                (CMD_WRITE, 0),
+                (CMD_WRITE, 0),
+                (CMD_FLUSH, 0),
+                (CMD_WRITE, CMD_FLAG_FUA),
+                (CMD_READ, 0),
+                (CMD_DISC, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chain_sends_reads_with_the_write_before_them() {
+        // The fake answers once three requests are in.
+        let (fake, d) = holding(3, FLAG_HAS_FLAGS, Fault::None);
+        let a = pattern(4096, 10);
+        let (mut x, mut y) = (vec![1u8; 512], vec![1u8; 512]);
+        d.chain(&mut [
+            Op::Write { sector: 8, buf: &a },
+            Op::Read {
+                sector: 100,
+                buf: &mut x,
+            },
+            Op::Read {
+                sector: 40,
+                buf: &mut y,
+            },
+        ])
+        .unwrap();
+        assert!(x == [0u8; 512] && y == [0u8; 512]);
+        drop(d);
+        let seen = fake.finish();
+        assert_eq!(seen.most_in_flight, 3);
+    }
+
+    #[test]
+    fn a_failed_chain_sends_nothing_after_the_failure() {
+        // The second request (the second write) gets ENOSPC.
+        let (fake, d) = lingering(Fault::ErrorReplyTo(1, 28));
+        let a = pattern(512, 11);
+        let e = d
+            .chain(&mut [
+                Op::Write { sector: 8, buf: &a },
+                Op::Write { sector: 9, buf: &a },
+                Op::Flush,
+                Op::WriteDurable {
+                    sector: 10,
+                    buf: &a,
+                },
+            ])
+            .unwrap_err();
+        assert_eq!((e.done, e.error.raw_os_error()), (1, Some(libc::ENOSPC)));
+        assert!(d.is_connected());
+        drop(d);
+        let seen = fake.finish();
+        let cmds: Vec<u16> = seen.requests.iter().map(|r| r.cmd).collect();
+        assert_eq!(cmds, [CMD_WRITE, CMD_WRITE, CMD_DISC]);
     }
 }
