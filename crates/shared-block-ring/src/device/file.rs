@@ -24,7 +24,9 @@ use crate::layout;
 /// How a [`FileDevice`] does its I/O: see [`FileOptions::io`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Io {
-    /// io_uring where the kernel offers it, else synchronous I/O (with one
+    /// io_uring for [`transfer`](BlockDevice::transfer) and
+    /// [`chain`](BlockDevice::chain) where the kernel offers it, else
+    /// synchronous I/O (with one
     /// log line, at info level, the first time a device is opened). The
     /// environment variable `SHARED_BLOCK_RING_IO` (`sync`, `uring` or
     /// `auto`) overrides this choice, so that a whole program or test suite
@@ -169,14 +171,18 @@ impl FileOptions {
 }
 
 /// A regular file or a kernel block device (`/dev/loopN`, `/dev/sdX`, an
-/// iSCSI or RBD device, a SAN LUN), read and written through io_uring
-/// where the kernel offers it, else with `pread`/`pwrite` ([`Io`]).
+/// iSCSI or RBD device, a SAN LUN). A single read, write or flush is one
+/// system call (`pread`/`pwrite`/`pwritev2`/`fdatasync`); where the kernel
+/// offers io_uring ([`Io`]), operations made in one call
+/// ([`transfer`](BlockDevice::transfer), [`chain`](BlockDevice::chain)) go
+/// in one submission. (A lone operation gains nothing from io_uring, and a
+/// lone durable write through it measured slower than `pwritev2` here.)
 ///
 /// Opened with O_DIRECT by default, so that two processes (or two hosts
 /// sharing a LUN) see each other's writes without page-cache incoherence.
 /// [`write_durable`](BlockDevice::write_durable) is a write with
-/// `RWF_DSYNC` (`pwritev2`, or the io_uring write's flags), one request that
-/// completes once the data is on stable storage; [`flush`](BlockDevice::flush)
+/// `RWF_DSYNC` (`pwritev2`, or the io_uring write's flags in a chain), one
+/// request that completes once the data is on stable storage; [`flush`](BlockDevice::flush)
 /// is `fdatasync`. With io_uring, [`transfer`](BlockDevice::transfer)
 /// submits its reads and writes together, and buffers that are not
 /// [`AlignedBuf`]-aligned under O_DIRECT take the synchronous path (they
@@ -329,31 +335,9 @@ impl FileDevice {
         self.direct && !AlignedBuf::is_aligned(ptr)
     }
 
-    /// The rings, when the device uses io_uring and `ptr` needs no bounce
-    /// buffer.
-    fn uring_for(&self, ptr: *const u8) -> Option<&Uring> {
-        self.uring.as_ref().filter(|_| !self.needs_bounce(ptr))
-    }
-
     /// Runs `pieces` on the rings; the error of the first failed one.
     fn run(&self, u: &Uring, pieces: &mut [Piece<'_>], linked: bool) -> io::Result<()> {
         u.run(self.file.as_fd(), pieces, linked).map_err(|(_, e)| e)
-    }
-
-    /// A durable write through io_uring: one write with `RWF_DSYNC`, or a
-    /// write linked to an `fdatasync` where the kernel refuses the flag.
-    fn uring_write_durable(&self, u: &Uring, offset: u64, buf: &[u8]) -> io::Result<()> {
-        if self.dsync_supported.load(Ordering::Relaxed) {
-            match self.run(u, &mut [Piece::write(0, offset, buf, true)], false) {
-                Err(e) if dsync_refused(&e) => self.dsync_supported.store(false, Ordering::Relaxed),
-                r => return r,
-            }
-        }
-        self.run(
-            u,
-            &mut [Piece::write(0, offset, buf, false), Piece::fsync(0)],
-            true,
-        )
     }
 
     /// A chain through io_uring, linked; `base` is the index of `ops[0]`
@@ -514,9 +498,6 @@ impl BlockDevice for FileDevice {
 
     fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(self.sector_size, self.sectors, sector, buf.len())?;
-        if let Some(u) = self.uring_for(buf.as_ptr()) {
-            return self.run(u, &mut [Piece::read(0, self.offset(sector), buf)], false);
-        }
         if self.needs_bounce(buf.as_ptr()) {
             let mut bounce = AlignedBuf::zeroed(buf.len());
             self.file.read_exact_at(&mut bounce, self.offset(sector))?;
@@ -528,13 +509,6 @@ impl BlockDevice for FileDevice {
 
     fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
         check_range(self.sector_size, self.sectors, sector, buf.len())?;
-        if let Some(u) = self.uring_for(buf.as_ptr()) {
-            return self.run(
-                u,
-                &mut [Piece::write(0, self.offset(sector), buf, false)],
-                false,
-            );
-        }
         if self.needs_bounce(buf.as_ptr()) {
             let mut bounce = AlignedBuf::zeroed(buf.len());
             bounce.copy_from_slice(buf);
@@ -545,9 +519,6 @@ impl BlockDevice for FileDevice {
 
     fn write_durable(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
         check_range(self.sector_size, self.sectors, sector, buf.len())?;
-        if let Some(u) = self.uring_for(buf.as_ptr()) {
-            return self.uring_write_durable(u, self.offset(sector), buf);
-        }
         if !self.dsync_supported.load(Ordering::Relaxed) || self.needs_bounce(buf.as_ptr()) {
             self.write(sector, buf)?;
             return self.flush();
@@ -563,9 +534,6 @@ impl BlockDevice for FileDevice {
     }
 
     fn flush(&self) -> io::Result<()> {
-        if let Some(u) = &self.uring {
-            return self.run(u, &mut [Piece::fsync(0)], false);
-        }
         self.file.sync_data()
     }
 
