@@ -55,13 +55,22 @@ status=$?
 set -e
 elapsed=$(( $(date +%s) - started ))
 
-# Outcome lines look like "        PASS [   0.1s] [2/30] (3/9) crate::binary test".
+# Outcome lines look like "        PASS [   0.1s] [2/30] (3/9) crate::binary test";
+# nextest prints a failed one again at the end, so each (test, iteration)
+# counts once. nextest's own exit status does not say whether a stress
+# iteration failed, so the counts decide.
+summary=$(mktemp)
+set +e
 awk -v count="$count" '
   /\] \[ *[0-9]+\/[0-9]+\] \( *[0-9]+\/ *[0-9]+\) / {
     status = $1
     name = $NF
     bin = $(NF-1)
     key = bin " " name
+    match($0, /\] \[ *[0-9]+\/[0-9]+\]/)
+    run = key substr($0, RSTART, RLENGTH)
+    if (run in seen) next
+    seen[run] = 1
     runs[key]++
     if (status != "PASS") { failed[key]++; total_failed++ }
     total++
@@ -72,9 +81,14 @@ awk -v count="$count" '
     printf "stress: %d tests, %d runs, %d failed\n", n, total, total_failed
     for (k in runs) if (failed[k] > 0) printf "  FAILED %d of %d: %s\n", failed[k], runs[k], k
     for (k in runs) if (runs[k] < count) printf "  only %d of %d runs: %s\n", runs[k], count, k
-  }' "$log" | sort
+    exit (total_failed > 0 || total == 0) ? 1 : 0
+  }' "$log" >"$summary"
+counted=$?
+set -e
+sort "$summary"
+rm -f "$summary"
 echo "stress: $count runs each, busy cores: $([ "$busy" = 1 ] && echo yes || echo no), ${elapsed}s (log: $log)"
-if [ "$status" -ne 0 ]; then
+if [ "$status" -ne 0 ] || [ "$counted" -ne 0 ]; then
   grep -E "^\s+(FAIL|TIMEOUT|SIG[A-Z]+|ABORT|LEAK)" "$log" | head -n 20 >&2 || true
   echo "stress: failures (see $log)" >&2
   exit 1
