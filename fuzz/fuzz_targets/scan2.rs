@@ -9,7 +9,8 @@
 //! 1 rewrites a valid header for the image's geometry (ring id from the
 //! image) and re-seals both state sectors (tag, ring id, checksum), keeping
 //! their fuzzed fields; 2 also re-seals the checksum of every record along
-//! the chain from the scan's start whose position field is right.
+//! the chain from the scan's start whose position field is right (after
+//! lowering an epoch above the producer's to it).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -42,6 +43,7 @@ fn exercise(ss: usize, image: Vec<u8>) {
         assert_eq!(s.end % l::RECORD_ALIGN, 0);
         assert_eq!(s.problem.is_none(), s.end == s.stop);
         assert!(s.records <= (s.end - s.start) / l::RECORD_HEADER_LEN);
+        assert_eq!(s.epoch, r.producer.epoch);
     }
     if let Ok(i) = inspect::v2::inspect(&disk, 8, 64) {
         assert!(i.items.len() <= 8 && i.items.iter().all(|x| x.preview.len() <= 64));
@@ -83,11 +85,20 @@ fn make_valid(image: &mut [u8], ss: usize, mode: u8) {
     };
     let mut at = v2::scan_start(&p, &c);
     let end = p.position;
-    // Bounded: each step moves forward by at least 16 bytes of at most the
+    // Bounded: each step moves forward by at least 24 bytes of at most the
     // capacity.
     while at < end && end - at <= g.capacity() {
-        let mut header = [0u8; 16];
+        let mut header = [0u8; l::RECORD_HEADER_LEN as usize];
         read(image, &g, at, &mut header);
+        // The scan wants the producer's epoch in every record it checks: a
+        // fuzzed epoch above it becomes it; one below it stays (a record of
+        // an earlier producer, which must end the run).
+        let mut epoch = [0u8; 8];
+        epoch.copy_from_slice(&header[l::RECORD_EPOCH_OFFSET..]);
+        if u64::from_le_bytes(epoch) > p.epoch {
+            header[l::RECORD_EPOCH_OFFSET..].copy_from_slice(&p.epoch.to_le_bytes());
+            write(image, &g, at, &header);
+        }
         let Ok(span) = v2::check_record_header(&g, at, &header, end) else {
             return;
         };

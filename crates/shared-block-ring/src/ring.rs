@@ -166,9 +166,14 @@ pub enum Created {
 /// crash part-way leaves a device without a signature, which a later
 /// `create` simply initialises again.
 ///
+/// A device whose sector 0 starts with the format-2 magic is refused, never
+/// overwritten (unlike the OCaml library's `create`): erase it first
+/// ([`crate::erase`]) to reuse it.
+///
 /// # Errors
 /// [`Error::TooSmall`] below 4 sectors, [`Error::BadSectorSize`],
-/// [`Error::ReadOnly`], or a device I/O error.
+/// [`Error::WrongFormat`] for a format-2 ring, [`Error::ReadOnly`], or a
+/// device I/O error.
 pub fn create<D: BlockDevice + ?Sized>(device: &D) -> Result<Created> {
     let geometry = Geometry::new(device.sector_size(), device.sectors())?;
     let mut sector = AlignedBuf::zeroed(geometry.sector_size());
@@ -177,6 +182,12 @@ pub fn create<D: BlockDevice + ?Sized>(device: &D) -> Result<Created> {
         .map_err(|e| Error::io(IoOp::Read, layout::SIGNATURE_SECTOR, e))?;
     if format::check_signature(&sector).is_ok() {
         return Ok(Created::AlreadyInitialised);
+    }
+    if format::v2::has_magic(&sector) {
+        return Err(Error::WrongFormat {
+            found: 2,
+            expected: 1,
+        });
     }
     if device.is_read_only() {
         return Err(Error::ReadOnly);
