@@ -187,7 +187,11 @@ fn expect_record(f: &Fixture, image: Vec<u8>, position: u64, what: &str, tally: 
             if (*s, *b, *p) == (sector, byte, position))
     };
     match &outcome {
-        Some(Outcome::Stopped(Error::Corrupt(c))) | Some(Outcome::Capped(c)) if located(c) => {
+        Some(Outcome::Stopped(Error::Corrupt(c)))
+        | Some(Outcome::Refused(Error::Corrupt(c)))
+        | Some(Outcome::Capped(c))
+            if located(c) =>
+        {
             tally.detected += 1
         }
         other => panic!("{what} at {position}: not detected at its place: {other:?}"),
