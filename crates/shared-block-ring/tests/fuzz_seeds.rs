@@ -1,13 +1,14 @@
-//! The committed seeds of the format-2 fuzz target `scan2`
-//! (`fuzz/seeds/scan2`), built here from the codec so that they follow the
-//! layout: `committed_scan2_seeds_are_current` fails when a layout change
-//! leaves them stale, and
+//! The committed seeds of the format-2 fuzz targets `scan2` and `attach2`
+//! (`fuzz/seeds/scan2`, `fuzz/seeds/attach2`: the same images), built here
+//! from the codec so that they follow the layout:
+//! `committed_scan2_seeds_are_current` fails when a layout change leaves
+//! them stale, and
 //! `cargo test --test fuzz_seeds -- --ignored write_scan2_seeds` rewrites
 //! them.
 //!
-//! A `scan2` input is a device image whose length modulo 4 picks the
-//! sector size (512 << n) and whose last byte modulo 3 picks how much of it
-//! the target makes valid first (0: nothing). Each seed is an image of
+//! An input of either target is a device image whose length modulo 4 picks
+//! the sector size (512 << n) and whose last byte modulo 3 picks how much
+//! of it the target makes valid first (0: nothing). Each seed is an image of
 //! whole sectors followed by a few bytes that set both: the target cuts
 //! them off.
 
@@ -154,8 +155,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/scan2")
+fn dirs() -> [PathBuf; 2] {
+    let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    [seeds.join("scan2"), seeds.join("attach2")]
 }
 
 /// The seeds show what their names say.
@@ -195,18 +197,20 @@ fn the_seeds_are_what_they_say() {
 #[test]
 fn committed_scan2_seeds_are_current() {
     for (name, bytes) in seeds() {
-        let path = dir().join(name);
-        let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run the ignored write_scan2_seeds)",
-                path.display()
-            )
-        });
-        assert!(
+        for dir in dirs() {
+            let path = dir.join(name);
+            let committed = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (run the ignored write_scan2_seeds)",
+                    path.display()
+                )
+            });
+            assert!(
             committed == bytes,
             "{} is stale: run `cargo test -p shared-block-ring --test fuzz_seeds -- --ignored write_scan2_seeds`",
             path.display()
         );
+        }
     }
 }
 
@@ -214,6 +218,8 @@ fn committed_scan2_seeds_are_current() {
 #[ignore = "writes fuzz/seeds/scan2"]
 fn write_scan2_seeds() {
     for (name, bytes) in seeds() {
-        std::fs::write(dir().join(name), bytes).unwrap();
+        for dir in dirs() {
+            std::fs::write(dir.join(name), &bytes).unwrap();
+        }
     }
 }
