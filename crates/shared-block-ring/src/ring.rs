@@ -227,6 +227,11 @@ impl Options {
         self.format
     }
 
+    /// The lease a format-2 ring created with these options gets.
+    pub fn ring_lease(&self) -> Duration {
+        self.lease
+    }
+
     /// A [`Backoff`](crate::Backoff) capped at this handle's maximum sleep,
     /// for callers writing their own wait loops.
     pub fn new_backoff(&self, timeout: Option<Duration>) -> crate::Backoff {
