@@ -56,6 +56,7 @@ families![
     consume::Consume,
     latency::Latency,
     journal::Journal,
+    format2::Format2,
     allocations::Allocs,
     idle::Idle,
     cli::Cli,
