@@ -17,13 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use shared_block_ring::MemDevice;
 
 fuzz_target!(|data: &[u8]| {
-    let ss = 512usize << (data.len() % 4);
-    let mode = data.last().copied().unwrap_or(0) % 3;
-    let mut image = data.to_vec();
-    image.truncate(image.len() / ss * ss);
-    if image.len() >= 4 * ss && mode > 0 {
-        fuzz_support::v2::make_valid(&mut image, ss, mode, true);
-    }
+    let (ss, image) = fuzz_support::v2::image_of(data, true);
     let bound = fuzz_support::bound_for_ring(image.len());
     let disk = MemDevice::from_bytes(ss, image);
     fuzz_support::with_memory_bound(bound, || fuzz_support::exercise(&disk, data.len()));

@@ -18,13 +18,7 @@ use shared_block_ring::layout::v2 as l;
 use shared_block_ring::{inspect, ring2, MemDevice};
 
 fuzz_target!(|data: &[u8]| {
-    let ss = 512usize << (data.len() % 4);
-    let mode = data.last().copied().unwrap_or(0) % 3;
-    let mut image = data.to_vec();
-    image.truncate(image.len() / ss * ss);
-    if image.len() >= 4 * ss && mode > 0 {
-        fuzz_support::v2::make_valid(&mut image, ss, mode, false);
-    }
+    let (ss, image) = fuzz_support::v2::image_of(data, false);
     let bound = fuzz_support::bound_for_ring(image.len());
     fuzz_support::with_memory_bound(bound, || exercise(ss, image));
 });

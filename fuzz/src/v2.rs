@@ -7,6 +7,21 @@ use shared_block_ring::format::Geometry;
 use shared_block_ring::layout::v2 as l;
 use shared_block_ring::Side;
 
+/// The image a fuzz input stands for: its length modulo 4 picks the sector
+/// size (512 << n), its last byte modulo 3 the mode of [`make_valid`],
+/// applied when the image (cut to whole sectors) holds a ring. Returns
+/// the sector size and the image.
+pub fn image_of(data: &[u8], clear_owners: bool) -> (usize, Vec<u8>) {
+    let ss = 512usize << (data.len() % 4);
+    let mode = data.last().copied().unwrap_or(0) % 3;
+    let mut image = data.to_vec();
+    image.truncate(image.len() / ss * ss);
+    if image.len() >= 4 * ss && mode > 0 {
+        make_valid(&mut image, ss, mode, clear_owners);
+    }
+    (ss, image)
+}
+
 /// Makes the head sectors (and, in mode 2, the records) of a format-2
 /// image pass their checksums, keeping everything else the fuzzer wrote:
 /// mode 1 rewrites a valid header for the image's geometry (ring id from

@@ -9,7 +9,7 @@ mod format2;
 use serde_json::json;
 use shared_block_ring::escape::escape_bytes;
 use shared_block_ring::inspect::v2::{inspect_any, AnyInspection};
-use shared_block_ring::inspect::Inspection;
+use shared_block_ring::inspect::{Inspection, ItemSummary};
 
 use std::time::Duration;
 
@@ -138,43 +138,59 @@ fn print_text(r: &Inspection, name: &str, describe: &str, hint: Option<&str>) ->
         if let Some(state) = handshake(r) {
             outln!("state:       {state}")?;
         }
-        outln!(
-            "pending:     {} items{}",
-            r.item_count,
-            if r.item_error.is_some() {
-                " before an invalid one"
-            } else {
-                ""
-            }
-        )?;
-        for item in &r.items {
-            let more = if item.preview.len() < item.len as usize {
-                "..."
-            } else {
-                ""
-            };
-            outln!(
-                "  at {} (next {}), {} bytes: \"{}\"{more}",
-                item.position,
-                item.next,
-                item.len,
-                escape_bytes(&item.preview)
-            )?;
-        }
-        if let Some(e) = &r.item_error {
-            outln!("  INVALID: {e}")?;
-        }
+        print_pending("items", &r.items, r.item_count, r.item_error.as_ref())?;
     }
-    let problems = r.problems();
+    print_verdict(&r.problems())?;
+    if let Some(hint) = hint {
+        outln!("hint:        {hint}")?;
+    }
+    Ok(())
+}
+
+/// The pending items (`what`: items or records): how many, the first ones
+/// with a preview, and the invalid one that stopped the walk.
+fn print_pending(
+    what: &str,
+    items: &[ItemSummary],
+    count: u64,
+    error: Option<&shared_block_ring::Corruption>,
+) -> CmdResult {
+    outln!(
+        "pending:     {count} {what}{}",
+        if error.is_some() {
+            " before an invalid one"
+        } else {
+            ""
+        }
+    )?;
+    for item in items {
+        let more = if item.preview.len() < item.len as usize {
+            "..."
+        } else {
+            ""
+        };
+        outln!(
+            "  at {} (next {}), {} bytes: \"{}\"{more}",
+            item.position,
+            item.next,
+            item.len,
+            escape_bytes(&item.preview)
+        )?;
+    }
+    if let Some(e) = error {
+        outln!("  INVALID: {e}")?;
+    }
+    Ok(())
+}
+
+/// "healthy", or every problem on its own line.
+fn print_verdict(problems: &[String]) -> CmdResult {
     if problems.is_empty() {
         outln!("verdict:     healthy")?;
     } else {
         for p in problems {
             outln!("problem:     {p}")?;
         }
-    }
-    if let Some(hint) = hint {
-        outln!("hint:        {hint}")?;
     }
     Ok(())
 }

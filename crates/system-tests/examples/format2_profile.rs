@@ -101,19 +101,8 @@ fn median(v: &mut [f64]) -> f64 {
 /// kind of call (writes, flushes, durable writes), in microseconds, with
 /// their counts per publication.
 fn publish(path: &std::path::Path, format: RingFormat, budget: Duration) -> (f64, [f64; 6]) {
-    let dev = FileDevice::open(path).unwrap();
-    let blank = AlignedBuf::zeroed(512);
-    dev.write_durable(0, &blank).unwrap();
-    create_with(&dev, &Options::new().format(format)).unwrap();
     let t = Arc::new(Times::default());
-    let mut p = Producer::attach(
-        Timed {
-            inner: dev,
-            t: t.clone(),
-        },
-        Options::new(),
-    )
-    .unwrap();
+    let mut p = fresh(path, format, t.clone());
     let before = [
         t.writes.load(Ordering::Relaxed),
         t.write_ns.load(Ordering::Relaxed),
@@ -155,10 +144,7 @@ fn publish(path: &std::path::Path, format: RingFormat, budget: Duration) -> (f64
 /// The journal with 4 threads pushing 100-byte operations for `budget`
 /// on a fresh ring of `format`: operations/s and operations per commit.
 fn journal(path: &std::path::Path, format: RingFormat, budget: Duration) -> (f64, f64) {
-    let dev = FileDevice::open(path).unwrap();
-    let blank = AlignedBuf::zeroed(512);
-    dev.write_durable(0, &blank).unwrap();
-    create_with(&dev, &Options::new().format(format)).unwrap();
+    let dev = new_ring(path, format);
     let j = Journal::start(dev, JournalOptions::new(), |_: &[Vec<u8>]| {
         Ok::<(), String>(())
     })
@@ -184,12 +170,19 @@ fn journal(path: &std::path::Path, format: RingFormat, budget: Duration) -> (f64
     (rate, stats.pushed as f64 / stats.commits.max(1) as f64)
 }
 
-fn fresh(path: &std::path::Path, format: RingFormat, t: Arc<Times>) -> Producer<Timed> {
+/// A new, empty ring of `format` on the file at `path`.
+fn new_ring(path: &std::path::Path, format: RingFormat) -> FileDevice {
     let dev = FileDevice::open(path).unwrap();
     let blank = AlignedBuf::zeroed(512);
     dev.write_durable(0, &blank).unwrap();
     create_with(&dev, &Options::new().format(format)).unwrap();
-    Producer::attach(Timed { inner: dev, t }, Options::new()).unwrap()
+    dev
+}
+
+/// A producer on a new ring of `format`, its calls timed into `t`.
+fn fresh(path: &std::path::Path, format: RingFormat, t: Arc<Times>) -> Producer<Timed> {
+    let inner = new_ring(path, format);
+    Producer::attach(Timed { inner, t }, Options::new()).unwrap()
 }
 
 fn main() {

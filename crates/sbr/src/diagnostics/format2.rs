@@ -128,42 +128,9 @@ pub(super) fn print_text(r: &Inspection, name: &str, describe: &str) -> CmdResul
         } else {
             outln!("state:       {state}, not yet acknowledged by the producer")?;
         }
-        outln!(
-            "pending:     {} records{}",
-            r.item_count,
-            if r.item_error.is_some() {
-                " before an invalid one"
-            } else {
-                ""
-            }
-        )?;
-        for item in &r.items {
-            let more = if item.preview.len() < item.len as usize {
-                "..."
-            } else {
-                ""
-            };
-            outln!(
-                "  at {} (next {}), {} bytes: \"{}\"{more}",
-                item.position,
-                item.next,
-                item.len,
-                escape_bytes(&item.preview)
-            )?;
-        }
-        if let Some(e) = &r.item_error {
-            outln!("  INVALID: {e}")?;
-        }
+        super::print_pending("records", &r.items, r.item_count, r.item_error.as_ref())?;
     }
-    let problems = r.problems();
-    if problems.is_empty() {
-        outln!("verdict:     healthy")?;
-    } else {
-        for p in problems {
-            outln!("problem:     {p}")?;
-        }
-    }
-    Ok(())
+    super::print_verdict(&r.problems())
 }
 
 /// A problem's location, when it has one: sector, byte, and the stream

@@ -247,7 +247,7 @@ mod tests {
     use crate::{MemDevice, RecordProblem};
 
     /// A format-2 ring with `payloads` published (written through the
-    /// codec: the producer does not speak format 2 yet), the consumer at
+    /// codec, so that `durable` can be put anywhere), the consumer at
     /// the start of record `consumed` and `durable` at the end of record
     /// `durable`.
     fn ring(payloads: &[&[u8]], consumed: usize, durable: usize) -> (MemDevice, Vec<u64>) {

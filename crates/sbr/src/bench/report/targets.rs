@@ -152,6 +152,20 @@ fn fmt_value(x: f64) -> String {
     }
 }
 
+/// A row's items/s, its ratio to its limit, and its limit; NaN when the
+/// row was not measured.
+fn rate(r: Option<&Row>) -> f64 {
+    r.map_or(f64::NAN, |r| r.items_per_s)
+}
+
+fn ratio(r: Option<&Row>) -> f64 {
+    r.map_or(f64::NAN, |r| r.ratio_to_limit)
+}
+
+fn limit_of(r: Option<&Row>) -> f64 {
+    r.map_or(f64::NAN, |r| r.limit)
+}
+
 /// The row of `scenario` in `durability` mode for `payload`-byte items.
 pub fn find<'r>(
     rows: &'r [Row],
@@ -174,12 +188,9 @@ pub fn targets(found: &Findings, l: &Limits, cfg: &Config) -> Vec<Target> {
     let nbd_ratio = nbd_ratios(rows);
     let pl = Durability::PowerLoss;
     let get = |scenario: &str, payload: usize| find(rows, scenario, pl, payload);
-    let rate = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.items_per_s);
     let small = l.small_bytes;
     let mut out = Vec::new();
 
-    let ratio = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.ratio_to_limit);
-    let limit_of = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.limit);
     let alongside = "against the device limit measured alongside the row";
 
     let t1_row = get("push+advance", 100);
@@ -398,9 +409,6 @@ pub fn targets(found: &Findings, l: &Limits, cfg: &Config) -> Vec<Target> {
 fn format2_targets(rows: &[Row], l: &Limits) -> Vec<Target> {
     let pl = Durability::PowerLoss;
     let get = |scenario: &str| find(rows, scenario, pl, 100);
-    let ratio = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.ratio_to_limit);
-    let rate = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.items_per_s);
-    let limit_of = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.limit);
     let small = l.small_bytes;
     let mut out = Vec::new();
 
