@@ -8,7 +8,7 @@
 # faster; used for the long runs recorded in RELIABILITY.md). The default is
 # address, as in cargo fuzz.
 #
-# Targets: format, attach, model, format2, scan2. Works on the stable toolchain through
+# Targets: format, attach, model, format2, scan2, attach2. Works on the stable toolchain through
 # RUSTC_BOOTSTRAP=1 (cargo fuzz passes -Z flags to rustc); see
 # crates/shared-block-ring/RELIABILITY.md. New inputs go to
 # fuzz/corpus/TARGET (not committed); fuzz/seeds/TARGET is the committed

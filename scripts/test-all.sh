@@ -41,7 +41,7 @@ scripts/stress.sh --count "${STRESS_COUNT:-2}" --busy --quick
 
 seconds="${FUZZ_SECONDS:-60}"
 mkdir -p target/fuzz-logs
-for target in format attach model format2 scan2; do
+for target in format attach model format2 scan2 attach2; do
   log="target/fuzz-logs/$target.log"
   if ! fuzz/run.sh "$target" "$seconds" >"$log" 2>&1; then
     tail -n 60 "$log"

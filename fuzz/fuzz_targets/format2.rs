@@ -9,7 +9,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shared_block_ring::format::v2::{
     check_record, check_record_header, decode_header, decode_state, detect, encode_header,
-    encode_state, RingId,
+    encode_state, Published, RingId,
 };
 use shared_block_ring::format::Geometry;
 use shared_block_ring::{layout, Side};
@@ -22,6 +22,8 @@ struct Input {
     sectors: u64,
     at: u64,
     end: u64,
+    epoch: u64,
+    current_from: u64,
     record: Vec<u8>,
 }
 
@@ -51,9 +53,10 @@ fn check(input: &Input) {
     for side in [Side::Producer, Side::Consumer] {
         if let Ok(state) = decode_state(side, &rid, sector) {
             assert_eq!(state.position % layout::v2::RECORD_ALIGN, 0);
+            assert!(state.position <= layout::v2::MAX_POSITION);
             match side {
                 Side::Producer => assert!(state.durable <= state.position),
-                Side::Consumer => assert_eq!(state.durable, 0),
+                Side::Consumer => assert_eq!((state.durable, state.epoch), (0, 0)),
             }
             let mut again = vec![0u8; layout::v2::HEADER_LEN];
             encode_state(side, &rid, &state, None, &mut again);
@@ -61,20 +64,32 @@ fn check(input: &Input) {
         }
     }
     let Some(g) = geometry else { return };
-    let mut header = [0u8; 16];
-    let n = input.record.len().min(16);
+    let hl = layout::v2::RECORD_HEADER_LEN;
+    let mut header = [0u8; layout::v2::RECORD_HEADER_LEN as usize];
+    let n = input.record.len().min(header.len());
     header[..n].copy_from_slice(&input.record[..n]);
     if let Ok(span) = check_record_header(&g, input.at, &header, input.end) {
         // An accepted header lies wholly before the end.
         assert_eq!(span.position, input.at);
-        assert!(16 + u64::from(span.len) <= input.end - input.at);
+        assert!(hl + u64::from(span.len) <= input.end - input.at);
         assert_eq!(
             span.next,
             input.at + layout::v2::record_stream_len(u64::from(span.len))
         );
     }
-    if let Ok(span) = check_record(&g, &rid, input.at, &input.record, input.end) {
-        assert!(16 + span.len as usize <= input.record.len());
+    let published = Published {
+        end: input.end,
+        epoch: input.epoch,
+        current_from: input.current_from,
+    };
+    if let Ok(span) = check_record(&g, &rid, input.at, &input.record, &published) {
+        assert!(hl as usize + span.len as usize <= input.record.len());
         assert!(span.next > input.at);
+        // The epoch rule held.
+        if input.at >= input.current_from {
+            assert_eq!(span.epoch, input.epoch);
+        } else {
+            assert!(span.epoch <= input.epoch);
+        }
     }
 }

@@ -189,8 +189,9 @@ impl OpenArgs {
     }
 }
 
-/// The names a side writes into its state sector, which `sbr
-/// diagnostics` shows ("QUEUE used by CLIENT").
+/// How a command attaches its side: the names it writes into its state
+/// sector, which `sbr diagnostics` shows ("QUEUE used by CLIENT"), and
+/// whether it takes a format-2 side over.
 #[derive(Args, Debug, Clone)]
 pub struct Names {
     /// Queue name written into this side's state sector.
@@ -200,12 +201,21 @@ pub struct Names {
     /// Client name written into this side's state sector.
     #[arg(long, default_value = "unknown")]
     pub client: String,
+
+    /// Format 2: take this side over if its owner's lease has expired (a
+    /// live owner is never taken over; see `sbr diagnostics` for who owns
+    /// it and when it was last seen).
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 impl Names {
     /// `options` with these names.
     pub fn apply(&self, options: Options) -> Options {
-        options.queue(&self.queue).client(&self.client)
+        options
+            .queue(&self.queue)
+            .client(&self.client)
+            .take_over(self.take_over)
     }
 }
 

@@ -219,6 +219,8 @@ pub fn run(a: Args) -> CmdResult {
             Ok(()) | Err(Error::Retry(RetryReason::Empty)) => {}
             Err(e) => return Err(Failure::ring(&name, &e)),
         }
+        // Following an idle ring: keep a format-2 side's lease.
+        consumer.heartbeat().on(&name)?;
     }
     tracing::info!(items = done, "consumed");
     Ok(())

@@ -13,12 +13,19 @@
 use shared_block_ring::format::{self, State};
 use shared_block_ring::{AlignedBuf, BlockDevice, Error, IoOp, Side};
 
-/// Whether sector 0 of `device` holds the ring signature.
+/// Whether sector 0 of `device` holds a ring's signature (format 1) or
+/// magic (format 2).
 pub fn holds_ring(device: &dyn BlockDevice) -> bool {
     let mut sector = AlignedBuf::zeroed(device.sector_size());
     device.sectors() > 0
         && device.read(0, &mut sector).is_ok()
-        && format::check_signature(&sector).is_ok()
+        && (format::check_signature(&sector).is_ok() || format::v2::has_magic(&sector))
+}
+
+/// Whether sector 0 of `device` holds the format-2 magic.
+pub fn holds_format_2(device: &dyn BlockDevice) -> bool {
+    let mut sector = AlignedBuf::zeroed(device.sector_size());
+    device.sectors() > 0 && device.read(0, &mut sector).is_ok() && format::v2::has_magic(&sector)
 }
 
 /// How much of the device is looked at: the first MiB (or all of it),
@@ -33,7 +40,7 @@ pub enum Found {
     /// A pattern of up to [`MAX_PATTERN`] bytes repeated from byte 0, as
     /// `sbr erase --pattern` writes.
     Pattern,
-    /// A ring's signature.
+    /// A ring's signature (format 1) or magic (format 2).
     Ring,
     /// The two state sectors of a new ring without its signature: a
     /// `create` that was interrupted.
@@ -127,7 +134,7 @@ pub fn look(device: &dyn BlockDevice) -> Result<Found, Error> {
         sector: 0,
         source: e,
     })?;
-    if format::check_signature(&head[..ss]).is_ok() {
+    if format::check_signature(&head[..ss]).is_ok() || format::v2::has_magic(&head[..ss]) {
         return Ok(Found::Ring);
     }
     if let Some(name) = known(&head) {
@@ -151,9 +158,18 @@ pub fn look(device: &dyn BlockDevice) -> Result<Found, Error> {
     })
 }
 
-/// Whether `sector` is exactly what `create` writes for `side` before the
-/// signature.
+/// Whether `sector` is exactly what `create` (of either format) writes for
+/// `side` before the signature.
 fn is_new_state(side: Side, sector: &[u8]) -> bool {
+    // Format 2: an empty state with a checksum, carrying the ring id the
+    // header was to have.
+    use shared_block_ring::layout::v2::{ID_LEN, STATE_RING_ID_OFFSET};
+    let mut id = [0u8; ID_LEN];
+    id.copy_from_slice(&sector[STATE_RING_ID_OFFSET..STATE_RING_ID_OFFSET + ID_LEN]);
+    let rid = format::v2::RingId(id);
+    if format::v2::decode_state(side, &rid, sector) == Ok(format::v2::State::EMPTY) {
+        return true;
+    }
     let mut fresh = vec![0u8; sector.len()];
     format::encode_state(
         side,
@@ -271,6 +287,12 @@ mod tests {
         create(&d).unwrap();
         assert_eq!(look(&d).unwrap(), Found::Ring);
         // A create interrupted before the signature.
+        d.with_bytes_mut(|b| b[..512].fill(0));
+        assert_eq!(look(&d).unwrap(), Found::UnfinishedRing);
+        // The same in format 2.
+        let d = MemDevice::new(512, 64);
+        shared_block_ring::ring2::create(&d, shared_block_ring::ring2::DEFAULT_LEASE).unwrap();
+        assert_eq!(look(&d).unwrap(), Found::Ring);
         d.with_bytes_mut(|b| b[..512].fill(0));
         assert_eq!(look(&d).unwrap(), Found::UnfinishedRing);
         // Devices smaller than what is looked at.

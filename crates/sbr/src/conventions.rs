@@ -45,24 +45,15 @@ pub struct ManArgs {
 /// The command line of `C` (sbr's), with the `--version` text.
 pub fn command<C: CommandFactory>() -> Command {
     let cmd = C::command();
-    let version = long_version(&cmd);
+    let version = long_version();
     cmd.long_version(version)
 }
 
 /// `sbr --version` (`-V` prints the first line only): the version and the
-/// on-disk formats. Format 2 is "in progress" as long as `sbr create` has
-/// no `--format` to make one, so the text stays true when it gets one.
-fn long_version(cli: &Command) -> String {
-    let creates_v2 = cli
-        .find_subcommand("create")
-        .is_some_and(|c| c.get_arguments().any(|a| a.get_long() == Some("format")));
-    let v2 = if creates_v2 {
-        "checksummed"
-    } else {
-        "checksummed; in progress"
-    };
+/// on-disk formats `sbr create --format` makes.
+fn long_version() -> String {
     format!(
-        "{}\nformats: 1 (shared-block-ring 1.0, OCaml-compatible), {} ({v2})",
+        "{}\nformats: 1 (shared-block-ring 1.0, OCaml-compatible), {} (checksummed, one flush per publication, owner lease)",
         env!("CARGO_PKG_VERSION"),
         layout::v2::VERSION
     )

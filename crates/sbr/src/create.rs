@@ -5,10 +5,13 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use shared_block_ring::{create, layout, Created, Geometry};
+use std::time::Duration;
+
+use shared_block_ring::{create_with, layout, Created, Geometry, Options, RingFormat};
 
 use crate::common::{
-    outln, parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL, EXIT_USAGE,
+    outln, parse_duration, parse_size, CmdResult, DeviceArgs, Failure, OnDevice, EXIT_FATAL,
+    EXIT_USAGE,
 };
 use crate::contents::{self, Found};
 
@@ -41,6 +44,19 @@ pub struct Args {
     /// With --erase: do not ask before erasing an existing ring.
     #[arg(long)]
     yes: bool,
+
+    /// The ring's format: 1 (the OCaml library's, the default for a new
+    /// ring) or 2 (checksummed records, one flush per publication, an owner
+    /// lease per side; not readable by the OCaml library). Without it, a
+    /// device that already holds a ring keeps its format.
+    #[arg(long, value_name = "N")]
+    format: Option<RingFormat>,
+
+    /// Format 2: the owner lease (30s by default): how long a side's owner
+    /// may go without a heartbeat before another process may take it over
+    /// with --take-over. Hosts' clocks must agree within half of it.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    lease: Option<Duration>,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -95,9 +111,30 @@ pub fn run(a: Args) -> CmdResult {
     } else if !a.force {
         refuse_data(&*device, name)?;
     }
-    match create(&*device).on(name)? {
+    let format = match a.format {
+        Some(f) => f,
+        None if contents::holds_format_2(&*device) => RingFormat::V2,
+        None => RingFormat::V1,
+    };
+    if a.lease.is_some() && format != RingFormat::V2 {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!("{name}: --lease applies to format 2 only (pass --format 2)"),
+        ));
+    }
+    let mut options = Options::new().format(format);
+    if let Some(lease) = a.lease {
+        options = options.lease(lease);
+    }
+    let created = create_with(&*device, &options).on(name)?;
+    let format_2 = if format == RingFormat::V2 {
+        "format-2 "
+    } else {
+        ""
+    };
+    match created {
         Created::Created => outln!(
-            "created a ring on {name}: capacity {} bytes ({} data sector{} of {} bytes)",
+            "created a {format_2}ring on {name}: capacity {} bytes ({} data sector{} of {} bytes){}",
             geometry.capacity(),
             geometry.data_sectors(),
             if geometry.data_sectors() == 1 {
@@ -105,7 +142,14 @@ pub fn run(a: Args) -> CmdResult {
             } else {
                 "s"
             },
-            geometry.sector_size()
+            geometry.sector_size(),
+            match format {
+                RingFormat::V2 => format!(
+                    ", owner lease {}",
+                    humantime::format_duration(options.ring_lease())
+                ),
+                _ => String::new(),
+            }
         )?,
         Created::AlreadyInitialised => {
             // A ring made with another sector size has the same signature:
@@ -120,7 +164,7 @@ pub fn run(a: Args) -> CmdResult {
                 ));
             }
             outln!(
-                "{name} already holds a ring (capacity {} bytes); nothing changed",
+                "{name} already holds a {format_2}ring (capacity {} bytes); nothing changed",
                 geometry.capacity()
             )?
         }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shared_block_ring::{
-    create, Consumer, Durability, Error, FileDevice, FileOptions, Options, Producer, RetryReason,
+    create_with, Consumer, Durability, Error, FileDevice, FileOptions, Options, Producer,
+    RetryReason, RingFormat,
 };
 
 use crate::common::{outln, parse_size, CmdResult, Failure, OnDevice, EXIT_FATAL};
@@ -48,6 +49,11 @@ pub struct Args {
     /// What an advance survives: power-loss or process-crash.
     #[arg(long, default_value = "power-loss")]
     durability: Durability,
+
+    /// The ring's format: 1 (the OCaml library's) or 2 (checksummed
+    /// records, one flush per publication, owner leases).
+    #[arg(long, value_name = "N", default_value = "1")]
+    format: RingFormat,
 }
 
 /// Arguments of the hidden `sbr demo-peer`.
@@ -121,14 +127,15 @@ pub fn run(a: Args) -> CmdResult {
         }
         Err(e) => return Err(Failure::ring(&name, &e)),
     };
-    create(&device).on(&name)?;
+    create_with(&device, &Options::new().format(a.format)).on(&name)?;
     drop(device);
     let seed = rand::random::<u64>();
     outln!(
-        "demo: {} items of 16..{} bytes through a {} byte ring in {} ({} mode, batches of {})",
+        "demo: {} items of 16..{} bytes through a {} byte format-{} ring in {} ({} mode, batches of {})",
         a.items,
         a.max_len,
         a.size,
+        a.format,
         name,
         a.durability,
         a.batch

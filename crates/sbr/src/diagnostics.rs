@@ -2,10 +2,14 @@
 //!
 //! Opens the device read-only and takes no lock, so it is safe on a ring in
 //! use. Everything read from the device is escaped before it is printed.
+//! A format-2 ring (detected from sector 0) is shown by `format2`.
+
+mod format2;
 
 use serde_json::json;
 use shared_block_ring::escape::escape_bytes;
-use shared_block_ring::inspect::{inspect, Inspection};
+use shared_block_ring::inspect::v2::{inspect_any, AnyInspection};
+use shared_block_ring::inspect::{Inspection, ItemSummary};
 
 use std::time::Duration;
 
@@ -49,7 +53,20 @@ pub fn run(a: Args) -> CmdResult {
         return crate::watch::run(&*device, name, interval, a.count, a.json);
     }
     let describe = device.describe();
-    let r = inspect(&*device, a.items, PREVIEW).on(name)?;
+    let r = match inspect_any(&*device, a.items, PREVIEW).on(name)? {
+        AnyInspection::Format1(r) => r,
+        AnyInspection::Format2(r) => {
+            if a.json {
+                outln!("{}", format2::to_json(&r, &describe))?;
+            } else {
+                format2::print_text(&r, name, &describe)?;
+            }
+            return match r.problems().first() {
+                None => Ok(()),
+                Some(first) => Err(Failure::new(EXIT_FATAL, format!("{name}: {first}"))),
+            };
+        }
+    };
     let problems = r.problems();
     // A ring read with the wrong sector size looks corrupt: say so.
     let hint = if problems.is_empty() {
@@ -75,6 +92,7 @@ fn print_text(r: &Inspection, name: &str, describe: &str, hint: Option<&str>) ->
     let g = r.geometry;
     outln!("device:      {name}")?;
     outln!("             {describe}")?;
+    outln!("format:      1 (the OCaml library's)")?;
     outln!(
         "signature:   {}",
         match &r.signature {
@@ -120,43 +138,59 @@ fn print_text(r: &Inspection, name: &str, describe: &str, hint: Option<&str>) ->
         if let Some(state) = handshake(r) {
             outln!("state:       {state}")?;
         }
-        outln!(
-            "pending:     {} items{}",
-            r.item_count,
-            if r.item_error.is_some() {
-                " before an invalid one"
-            } else {
-                ""
-            }
-        )?;
-        for item in &r.items {
-            let more = if item.preview.len() < item.len as usize {
-                "..."
-            } else {
-                ""
-            };
-            outln!(
-                "  at {} (next {}), {} bytes: \"{}\"{more}",
-                item.position,
-                item.next,
-                item.len,
-                escape_bytes(&item.preview)
-            )?;
-        }
-        if let Some(e) = &r.item_error {
-            outln!("  INVALID: {e}")?;
-        }
+        print_pending("items", &r.items, r.item_count, r.item_error.as_ref())?;
     }
-    let problems = r.problems();
+    print_verdict(&r.problems())?;
+    if let Some(hint) = hint {
+        outln!("hint:        {hint}")?;
+    }
+    Ok(())
+}
+
+/// The pending items (`what`: items or records): how many, the first ones
+/// with a preview, and the invalid one that stopped the walk.
+fn print_pending(
+    what: &str,
+    items: &[ItemSummary],
+    count: u64,
+    error: Option<&shared_block_ring::Corruption>,
+) -> CmdResult {
+    outln!(
+        "pending:     {count} {what}{}",
+        if error.is_some() {
+            " before an invalid one"
+        } else {
+            ""
+        }
+    )?;
+    for item in items {
+        let more = if item.preview.len() < item.len as usize {
+            "..."
+        } else {
+            ""
+        };
+        outln!(
+            "  at {} (next {}), {} bytes: \"{}\"{more}",
+            item.position,
+            item.next,
+            item.len,
+            escape_bytes(&item.preview)
+        )?;
+    }
+    if let Some(e) = error {
+        outln!("  INVALID: {e}")?;
+    }
+    Ok(())
+}
+
+/// "healthy", or every problem on its own line.
+fn print_verdict(problems: &[String]) -> CmdResult {
     if problems.is_empty() {
         outln!("verdict:     healthy")?;
     } else {
         for p in problems {
             outln!("problem:     {p}")?;
         }
-    }
-    if let Some(hint) = hint {
-        outln!("hint:        {hint}")?;
     }
     Ok(())
 }
@@ -188,6 +222,7 @@ fn to_json(r: &Inspection, describe: &str, hint: Option<&str>) -> serde_json::Va
     };
     json!({
         "device": describe,
+        "format": 1,
         "signature_ok": r.signature.is_ok(),
         "signature_error": r.signature.as_ref().err().map(|e| e.to_string()),
         "sector_size": r.geometry.sector_size(),

@@ -422,7 +422,8 @@ impl<D: BlockDevice> Feeder<D> {
     /// Waits for more input; meanwhile looks at the consumer sector every
     /// [`IDLE_LOOK`], so that a suspend or resume request is acknowledged
     /// while the input is quiet (a producer otherwise looks only when it
-    /// pushes, and `sbr suspend --wait` would wait for the next line).
+    /// pushes, and `sbr suspend --wait` would wait for the next line), and
+    /// keeps a format-2 side's lease with heartbeats.
     /// `None` at the end of the input.
     fn idle(&mut self, rx: &Receiver<Input>) -> Result<Option<Input>, Failure> {
         loop {
@@ -430,6 +431,7 @@ impl<D: BlockDevice> Feeder<D> {
                 Ok(input) => return Ok(Some(input)),
                 Err(RecvTimeoutError::Timeout) => {
                     self.producer.state().on(&self.name)?;
+                    self.producer.heartbeat().on(&self.name)?;
                 }
                 Err(RecvTimeoutError::Disconnected) => return Ok(None),
             }
@@ -478,6 +480,8 @@ impl<D: BlockDevice> Feeder<D> {
                     if self.no_wait {
                         return Err(self.fill_and_stop(chunk, from, to));
                     }
+                    // Waiting for room may take long: keep the lease.
+                    self.producer.heartbeat().on(&self.name)?;
                     self.producer.pause(&mut backoff);
                 }
                 Err(Error::Suspended) if self.wait_resume => {
@@ -519,6 +523,7 @@ impl<D: BlockDevice> Feeder<D> {
     fn wait_for_resume(&mut self) -> CmdResult {
         let mut backoff = Backoff::new(RESUME_POLL, None);
         while self.producer.state().on(&self.name)? == RingState::Suspended {
+            self.producer.heartbeat().on(&self.name)?;
             self.producer.pause(&mut backoff);
         }
         Ok(())

@@ -11,11 +11,56 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use shared_block_ring::inspect::inspect;
+use shared_block_ring::inspect::v2::{inspect_any, AnyInspection};
 use shared_block_ring::BlockDevice;
 
 use crate::common::{outln, CmdResult, Failure, OnDevice, EXIT_FATAL};
 use crate::handshake::state_name;
+
+/// One look at the ring, in either format: each side's position and flag
+/// (when its sector is valid), the bytes in use, the pending items, the
+/// problems.
+struct Sample {
+    producer: Option<(u64, bool)>,
+    consumer: Option<(u64, bool)>,
+    used: Option<u64>,
+    capacity: u64,
+    item_count: u64,
+    problems: Vec<String>,
+}
+
+impl Sample {
+    fn take(device: &dyn BlockDevice) -> Result<Sample, shared_block_ring::Error> {
+        Ok(match inspect_any(device, 0, 0)? {
+            AnyInspection::Format1(r) => Sample {
+                producer: r.producer.as_ref().ok().map(|s| (s.position, s.flag)),
+                consumer: r.consumer.as_ref().ok().map(|s| (s.position, s.flag)),
+                used: r.used(),
+                capacity: r.geometry.capacity(),
+                item_count: r.item_count,
+                problems: r.problems(),
+            },
+            AnyInspection::Format2(r) => {
+                let side = |s: &Option<Result<shared_block_ring::format::v2::State, _>>| match s {
+                    Some(Ok(s)) => Some((s.position, s.flag)),
+                    _ => None,
+                };
+                let (producer, consumer) = (side(&r.producer), side(&r.consumer));
+                Sample {
+                    used: match (producer, consumer, &r.positions) {
+                        (Some(p), Some(c), Some(Ok(()))) => Some(p.0 - c.0),
+                        _ => None,
+                    },
+                    producer,
+                    consumer,
+                    capacity: r.geometry.capacity(),
+                    item_count: r.item_count,
+                    problems: r.problems(),
+                }
+            }
+        })
+    }
+}
 
 /// What is remembered of one side between samples.
 struct Side {
@@ -94,12 +139,12 @@ pub fn run(
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
         n += 1;
-        let r = inspect(device, 0, 0).on(name)?;
+        let r = Sample::take(device).on(name)?;
         let now = Instant::now();
         let t = now.duration_since(start).as_secs_f64();
-        let problems = r.problems();
+        let problems = r.problems.clone();
         problem = problems.first().cloned();
-        let (Ok(p), Ok(c), Some(used)) = (&r.producer, &r.consumer, r.used()) else {
+        let (Some(p), Some(c), Some(used)) = (r.producer, r.consumer, r.used) else {
             let first = problem.clone().unwrap_or_default();
             if json {
                 outln!(
@@ -112,12 +157,12 @@ pub fn run(
             last = Some(now);
             continue;
         };
-        let (publish, p_idle, p_least) = producer.sample(p.position, now, last, start);
-        let (release, c_idle, c_least) = consumer.sample(c.position, now, last, start);
+        let (publish, p_idle, p_least) = producer.sample(p.0, now, last, start);
+        let (release, c_idle, c_least) = consumer.sample(c.0, now, last, start);
         last = Some(now);
-        let capacity = r.geometry.capacity();
+        let capacity = r.capacity;
         let fill = used as f64 * 100.0 / capacity as f64;
-        let state = state_name(c.flag, p.flag);
+        let state = state_name(c.1, p.1);
         if json {
             let unix = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -133,8 +178,8 @@ pub fn run(
                     "fill_percent": fill,
                     "pending_items": r.item_count,
                     "pending_bytes": used,
-                    "producer": p.position,
-                    "consumer": c.position,
+                    "producer": p.0,
+                    "consumer": c.0,
                     "publish_bytes_per_second": publish,
                     "release_bytes_per_second": release,
                     "producer_idle_seconds": p_idle,

@@ -19,6 +19,9 @@ fn dir() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// The rows of a smoke run (see the count in the smoke test).
+const ROWS: usize = 9 * 2 * 2 + 2 + 1 + 4 + (2 * 2 + 2) * 2;
+
 fn num(v: &Value, key: &str) -> f64 {
     v[key]
         .as_f64()
@@ -96,8 +99,10 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
         assert_eq!(other, 18);
     }
     // 9 scenarios x 2 payloads x 2 modes, the idle-consumer latency of
-    // 100-byte items in each mode, the CLI row, 4 NBD/local rows.
-    assert_eq!(rows.len() - other, 9 * 2 * 2 + 2 + 1 + 4, "{rows:#?}");
+    // 100-byte items in each mode, the CLI row, 4 NBD/local rows; format
+    // 2: push+advance and push_many(256) x 2 payloads, the journal with 4
+    // threads and the idle latency of 100-byte items, in each mode.
+    assert_eq!(rows.len() - other, ROWS, "{rows:#?}");
     for r in rows {
         for key in [
             "scenario",
@@ -195,9 +200,22 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
         assert!(num(latency, "latency_p50_us") > 0.0);
     }
 
+    // Format 2 beside format 1 in the same run: one flush per publication
+    // (format 1 pays two), and a latency row.
+    let f2 = row("format 2 push+advance", "power-loss", 100);
+    assert!((num(f2, "flushes_per_publish") - 1.0).abs() < 0.05, "{f2}");
+    let f1 = row("push+advance", "power-loss", 100);
+    assert!((num(f1, "flushes_per_publish") - 2.0).abs() < 0.05, "{f1}");
+    let f2_latency = row("format 2 latency, idle consumer", "power-loss", 100);
+    assert!(num(f2_latency, "latency_p50_us") > 0.0, "{f2_latency}");
+    row("format 2 journal 4 threads", "power-loss", 100);
+
     let targets = report["targets"].as_array().expect("targets");
     let ids: Vec<&str> = targets.iter().map(|t| t["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"]);
+    assert_eq!(
+        ids,
+        ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11"]
+    );
     for t in targets {
         assert!(
             t.get("value").is_some() && t["goal"].as_f64().is_some(),
@@ -339,7 +357,7 @@ fn every_row_measures_something_however_short_the_budget() {
     let (report, _) = smoke(&dir(), &["--budget", "1ns"]);
     let rows = report["rows"].as_array().unwrap();
     let other = report["io_paths"].as_array().unwrap().len();
-    assert_eq!(rows.len(), 9 * 2 * 2 + 2 + 1 + 4 + other, "{rows:#?}");
+    assert_eq!(rows.len(), ROWS + other, "{rows:#?}");
     for r in rows {
         if r["device"] == "qemu-nbd" && !on_path("qemu-nbd") {
             continue;

@@ -241,7 +241,10 @@ fn diagnostics_watch_reports_lag_once_per_interval() {
     assert!(t[2] - t[0] >= 0.19, "{t:?}");
 
     // A consumer moving while watched: a release rate, and the consumer
-    // seen to move.
+    // seen to move. The watch lasts 3 s, so that its last samples come
+    // after the consumer's run even when starting that process takes a
+    // second on a busy machine (with 4 samples over 0.8 s it once ended
+    // first).
     let watcher = {
         let ring = ring.clone();
         std::thread::spawn(move || {
@@ -252,7 +255,7 @@ fn diagnostics_watch_reports_lag_once_per_interval() {
                     "--watch",
                     "200ms",
                     "--count",
-                    "4",
+                    "15",
                     "--json",
                 ],
                 b"",

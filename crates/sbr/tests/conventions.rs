@@ -319,16 +319,12 @@ fn man_refuses_a_hidden_or_unknown_subcommand() {
 
 #[test]
 fn version_names_the_formats() {
-    // Format 2 is "in progress" until `sbr create` can make one.
-    let v2 = if options(Some("create")).contains("--format") {
-        "checksummed"
-    } else {
-        "checksummed; in progress"
-    };
+    // Both formats, and `sbr create` makes either.
+    assert!(options(Some("create")).contains("--format"));
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
         ok(&["--version"]),
-        format!("sbr {version}\nformats: 1 (shared-block-ring 1.0, OCaml-compatible), 2 ({v2})\n")
+        format!("sbr {version}\nformats: 1 (shared-block-ring 1.0, OCaml-compatible), 2 (checksummed, one flush per publication, owner lease)\n")
     );
     assert_eq!(ok(&["-V"]), format!("sbr {version}\n"));
 }

@@ -6,16 +6,21 @@ use std::time::Duration;
 use crate::codec::{Bytes, Codec};
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Error, Result, RetryReason, Side};
-use crate::format::{self, Geometry, State};
-use crate::layout;
-use crate::position::{check_alignment, Position};
-use crate::ring::{Durability, Link, Options, RingState};
+use crate::format::v2::Published;
+use crate::format::{self, Geometry};
+use crate::position::Position;
+use crate::ring::{Durability, Items, Link, Options, RingFormat, RingState, SideState};
 
 /// The reading side of a ring.
 ///
 /// `pop` peeks at the item at the consumer position (repeated calls return
 /// the same item); `pop_from` and `fold` look further ahead; `advance`
 /// releases everything before a position, so the producer may reuse it.
+///
+/// It speaks both formats, detected at attach. In format 2 every record is
+/// checked before it is delivered (its position, length, CRC32C and
+/// producer epoch): a bad one is [`Error::Corrupt`] naming where it is and
+/// what was expected and found, and is never delivered.
 ///
 /// The consumer re-reads the producer sector only when it has used up what
 /// it knows to be published, and then reads all the new data it can (up to
@@ -54,6 +59,8 @@ use crate::ring::{Durability, Link, Options, RingState};
 pub struct Consumer<D: BlockDevice, C: Codec = Bytes> {
     link: Link<D>,
     codec: C,
+    /// How items lie in the stream.
+    items: Items,
     /// Our position as on the device.
     consumer: u64,
     /// Our `suspend` flag as on the device.
@@ -62,12 +69,18 @@ pub struct Consumer<D: BlockDevice, C: Codec = Bytes> {
     producer: u64,
     /// The producer's `suspend_ack` as last read.
     ack: bool,
+    /// Format 2: the producer sector's epoch and `durable` as last read
+    /// (the epoch rule: records from `durable` on carry exactly `epoch`).
+    epoch: u64,
+    durable: u64,
     /// Power-loss mode: a producer position known to be on stable storage:
     /// read before a flush of ours that succeeded (0 until then). The
     /// consumer never makes a position beyond it durable before another
     /// flush: otherwise a power cut could keep our new position but lose
-    /// the producer's, leaving consumer > producer. Only a flush updates
-    /// it: our durable (FUA) writes make only our own sector durable.
+    /// the producer's, leaving consumer > producer. A flush updates it, and
+    /// so does format 2's `durable` field (a producer position the
+    /// producer has flushed); our durable (FUA) writes do not: they make
+    /// only our own sector durable.
     producer_durable: u64,
     /// Stream bytes `buf_start..buf_end` are in `buf`, all published.
     buf: AlignedBuf,
@@ -86,25 +99,32 @@ impl<D: BlockDevice> Consumer<D, Bytes> {
 }
 
 impl<D: BlockDevice, C: Codec> Consumer<D, C> {
-    /// Attaches to the ring on `device` as its consumer. Only reads.
+    /// Attaches to the ring on `device` as its consumer, in the ring's
+    /// format. Format 1: only reads. Format 2: recovers the published
+    /// records (a power cut may have kept a producer pointer whose records
+    /// it lost: the consumer then sees them end at the first bad record,
+    /// until the producer writes its sector again) and takes the consumer
+    /// side (owner lease), writing the consumer sector durably.
     ///
     /// # Errors
     /// [`Error::NotInitialised`], [`Error::Corrupt`], [`Error::Locked`]
     /// when another consumer on this host is attached, [`Error::ReadOnly`],
-    /// or a device error.
+    /// or a device error; format 2 also those of
+    /// [`Producer::attach_with_codec`](crate::Producer::attach_with_codec)
+    /// for the consumer side.
     pub fn attach_with_codec(device: D, codec: C, options: Options) -> Result<Self> {
-        let mut link = Link::open(device, Side::Consumer, options)?;
-        let p = link.read_state(Side::Producer)?;
-        let c = link.read_state(Side::Consumer)?;
-        format::check_positions(p.position, c.position, link.geometry.capacity())?;
+        let (link, p, c) = Link::open(device, Side::Consumer, options)?;
         Ok(Consumer {
+            items: link.items(),
             link,
             codec,
             consumer: c.position,
             suspend: c.flag,
             producer: p.position,
             ack: p.flag,
-            producer_durable: 0,
+            epoch: p.epoch,
+            durable: p.durable,
+            producer_durable: p.durable,
             buf: AlignedBuf::zeroed(0),
             buf_start: 0,
             buf_end: 0,
@@ -123,6 +143,24 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// The options this consumer was attached with.
     pub fn options(&self) -> &Options {
         &self.link.options
+    }
+
+    /// The ring's format.
+    pub fn format(&self) -> RingFormat {
+        self.link.format()
+    }
+
+    /// Format 2: writes a heartbeat (the consumer sector, unchanged but
+    /// for its heartbeat and generation) when a third of the ring's lease
+    /// has passed since the last write of the sector, so that an idle
+    /// consumer keeps its side: cheap to call often. Format 1: nothing.
+    ///
+    /// # Errors
+    /// [`Error::Displaced`] when another consumer took the side over (this
+    /// handle then writes nothing more), or a device error.
+    pub fn heartbeat(&mut self) -> Result<()> {
+        self.link
+            .heartbeat(SideState::new(self.consumer, self.suspend))
     }
 
     /// The consumer position on the device: everything before it has been
@@ -209,10 +247,8 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
             return Err(Error::Retry(RetryReason::HandshakePending));
         }
         if self.suspend != suspend {
-            self.link.write_state(State {
-                position: self.consumer,
-                flag: suspend,
-            })?;
+            self.link
+                .write_state(SideState::new(self.consumer, suspend))?;
             self.suspend = suspend;
         }
         Ok(())
@@ -369,7 +405,7 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// the producer position; a device error (nothing is released then).
     pub fn advance(&mut self, position: Position) -> Result<()> {
         let p = position.offset();
-        check_alignment(p)?;
+        self.items.check_alignment(p)?;
         if p > self.producer {
             self.look_at_producer()?;
         }
@@ -390,10 +426,7 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
             self.link.flush()?;
             self.producer_durable = seen;
         }
-        self.link.write_state(State {
-            position: p,
-            flag: self.suspend,
-        })?;
+        self.link.write_state(SideState::new(p, self.suspend))?;
         self.consumer = p;
         Ok(())
     }
@@ -419,6 +452,11 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
         }
         self.producer = p.position;
         self.ack = p.flag;
+        self.epoch = p.epoch;
+        self.durable = p.durable;
+        // Format 2's `durable` is a producer position the producer flushed
+        // before writing it (format 1: zero).
+        self.producer_durable = self.producer_durable.max(p.durable);
         // Bytes past the producer position are not published (any more).
         self.buf_end = self.buf_end.min(self.producer);
         Ok(())
@@ -428,7 +466,7 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// if needed. Returns its payload's range in `buf` and the next
     /// position.
     fn item_at(&mut self, at: u64) -> Result<(Range<usize>, u64)> {
-        check_alignment(at)?;
+        self.items.check_alignment(at)?;
         if at >= self.producer {
             self.look_at_producer()?;
         }
@@ -438,17 +476,37 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
         if at == self.producer {
             return Err(Error::Retry(RetryReason::Empty));
         }
-        let header_end = at + layout::ITEM_HEADER_LEN;
+        let hl = self.items.header_len();
+        // A format-2 header that the producer position cuts is read up to
+        // it only (and fails the length check).
+        let header_end = (at + hl as u64).min(self.producer);
         self.ensure_buffered(at, header_end)?;
         let h = (at - self.buf_start) as usize;
-        let mut header = [0u8; 4];
-        header.copy_from_slice(&self.buf[h..h + 4]);
+        let published = self.published();
+        let geometry = self.link.geometry;
         // Checked against the producer position before anything is sized
         // by it: a hostile length cannot cause a large read or allocation.
-        let (len, next) = format::check_item(&self.link.geometry, at, header, self.producer)?;
-        self.ensure_buffered(at, header_end + len as u64)?;
-        let start = (header_end - self.buf_start) as usize;
-        Ok((start..start + len, next))
+        let (len, next) = self.items.check_header(
+            &geometry,
+            at,
+            &self.buf[h..(header_end - self.buf_start) as usize],
+            &published,
+        )?;
+        self.ensure_buffered(at, at + (hl + len) as u64)?;
+        let h = (at - self.buf_start) as usize;
+        // Format 2: the checksum and the epoch, before delivery.
+        self.items
+            .check_payload(&geometry, at, &self.buf[h..h + hl + len], &published)?;
+        Ok((h + hl..h + hl + len, next))
+    }
+
+    /// What the producer sector last read publishes, for checking records.
+    fn published(&self) -> Published {
+        Published {
+            end: self.producer,
+            epoch: self.epoch,
+            current_from: self.durable,
+        }
     }
 
     /// Makes stream bytes `from..to` (all published) available in `buf`,
@@ -551,7 +609,7 @@ mod tests {
             self.inner.sectors()
         }
         fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
-            if sector >= layout::FIRST_DATA_SECTOR {
+            if sector >= crate::layout::FIRST_DATA_SECTOR {
                 self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
                 self.reads.fetch_add(1, Ordering::Relaxed);
             }

@@ -237,7 +237,7 @@ pub enum Corruption {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RecordProblem {
-    /// The payload length runs past the published end: `16 + len >
+    /// The payload length runs past the published end: `24 + len >
     /// available`, where `available` is the published end minus the
     /// record's position.
     Length {
@@ -272,6 +272,18 @@ pub enum RecordProblem {
         /// The CRC32C stored in the record.
         found: u32,
     },
+    /// A record whose checksum is right but whose producer epoch is not
+    /// the one the producer sector allows there: at or after the durable
+    /// position, a record of an earlier producer left where the record of
+    /// the producer that published it was lost (`found < expected`);
+    /// anywhere, a record newer than the producer sector (`found >
+    /// expected`).
+    Epoch {
+        /// The producer sector's epoch.
+        expected: u64,
+        /// The record's epoch.
+        found: u64,
+    },
 }
 
 impl fmt::Display for RecordProblem {
@@ -279,9 +291,10 @@ impl fmt::Display for RecordProblem {
         match self {
             RecordProblem::Length { len, available } => write!(
                 f,
-                "its length {len} runs past the published end: 16 + {len} bytes, \
+                "its length {len} runs past the published end: {header} + {len} bytes, \
                  but only {available} bytes are published from it (expected a length of at most {})",
-                available.saturating_sub(16)
+                available.saturating_sub(layout::v2::RECORD_HEADER_LEN),
+                header = layout::v2::RECORD_HEADER_LEN
             ),
             RecordProblem::Position { expected, found } => write!(
                 f,
@@ -301,6 +314,16 @@ impl fmt::Display for RecordProblem {
                 f,
                 "its CRC32C is {found:#010x}, but its bytes (with this ring's id) give {expected:#010x} \
                  (a torn or overwritten record, or one of another ring)"
+            ),
+            RecordProblem::Epoch { expected, found } if found < expected => write!(
+                f,
+                "its producer epoch is {found}, expected {expected}: a record an earlier producer \
+                 left there, where the record of the producer that published it was lost"
+            ),
+            RecordProblem::Epoch { expected, found } => write!(
+                f,
+                "its producer epoch is {found}, newer than the producer sector's {expected} \
+                 (expected at most {expected})"
             ),
         }
     }
@@ -1119,13 +1142,31 @@ mod tests {
             available: 64,
         }
         .to_string();
-        assert!(s.contains("length 1000") && s.contains("at most 48"), "{s}");
+        assert!(
+            s.contains("length 1000") && s.contains("24 + 1000") && s.contains("at most 40"),
+            "{s}"
+        );
         let s = RecordProblem::Checksum {
             expected: 1,
             found: 2,
         }
         .to_string();
         assert!(s.contains("0x00000002") && s.contains("0x00000001"), "{s}");
+        let s = RecordProblem::Epoch {
+            expected: 3,
+            found: 2,
+        }
+        .to_string();
+        assert!(
+            s.contains("epoch is 2, expected 3") && s.contains("earlier producer"),
+            "{s}"
+        );
+        let s = RecordProblem::Epoch {
+            expected: 3,
+            found: 4,
+        }
+        .to_string();
+        assert!(s.contains("newer") && s.contains("at most 3"), "{s}");
     }
 
     #[test]

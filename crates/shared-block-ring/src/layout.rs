@@ -146,8 +146,15 @@ pub mod v2 {
     pub const OWNER_HOST_OFFSET: usize = OWNER_PID_NS_OFFSET + 4;
     /// Longest host name kept; longer ones are truncated.
     pub const OWNER_HOST_MAX: usize = 64;
-    /// First byte after the owner fields (zero up to the text).
+    /// First byte after the owner fields.
     pub const OWNER_END: usize = OWNER_HOST_OFFSET + OWNER_HOST_MAX;
+    /// Byte offset of the producer's u64 epoch (zero in the consumer's
+    /// sector): +1 at every producer attach, and carried by every record
+    /// that producer writes, so a record of an earlier producer is told
+    /// from the one a later producer meant to write at the same place.
+    pub const EPOCH_OFFSET: usize = OWNER_END;
+    /// First byte after the state fields (zero up to the text).
+    pub const STATE_FIELDS_END: usize = EPOCH_OFFSET + 8;
     /// Byte offset of the human-readable text.
     pub const STATE_TEXT_OFFSET: usize = 256;
     /// Longest human-readable text: up to the checksum.
@@ -161,15 +168,23 @@ pub mod v2 {
     pub const RECORD_CRC_OFFSET: usize = RECORD_LEN_OFFSET + 4;
     /// Byte offset of a record's own u64 stream position.
     pub const RECORD_POSITION_OFFSET: usize = RECORD_CRC_OFFSET + 4;
+    /// Byte offset of a record's u64 epoch: the epoch of the producer that
+    /// wrote it (the producer sector's [`EPOCH_OFFSET`] field).
+    pub const RECORD_EPOCH_OFFSET: usize = RECORD_POSITION_OFFSET + 8;
     /// Length of a record header; the payload follows it.
-    pub const RECORD_HEADER_LEN: u64 = (RECORD_POSITION_OFFSET + 8) as u64;
-    /// Records start at multiples of this many bytes. A sector size is a
-    /// multiple of it, so a record header never straddles a sector.
-    pub const RECORD_ALIGN: u64 = RECORD_HEADER_LEN;
+    pub const RECORD_HEADER_LEN: u64 = (RECORD_EPOCH_OFFSET + 8) as u64;
+    /// Records start at multiples of this many bytes. A header (24 bytes)
+    /// may straddle a sector boundary: readers work on contiguous stream
+    /// bytes.
+    pub const RECORD_ALIGN: u64 = 8;
+    /// The largest stream position of format 2: the largest multiple of
+    /// [`RECORD_ALIGN`] below 2^63, which leaves 2^63 of headroom above any
+    /// position (a position plus a length or a capacity fits a u64).
+    pub const MAX_POSITION: u64 = (i64::MAX as u64) & !(RECORD_ALIGN - 1);
 
     /// Bytes of stream a record with `payload_len` payload bytes occupies:
     /// its header plus the payload, zero padded to [`RECORD_ALIGN`]
-    /// (`(16 + L + 15) & !15` in FORMAT.md). Saturates instead of
+    /// (`(24 + L + 7) & !7` in FORMAT.md). Saturates instead of
     /// overflowing (payloads are at most `u32::MAX` bytes).
     pub const fn record_stream_len(payload_len: u64) -> u64 {
         payload_len.saturating_add(RECORD_HEADER_LEN + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
@@ -264,33 +279,41 @@ mod tests {
             ),
             (56, 72, 88, 92, 96, 64, 160)
         );
+        assert_eq!((EPOCH_OFFSET, STATE_FIELDS_END), (160, 168));
         assert_eq!((STATE_TEXT_OFFSET, STATE_TEXT_MAX), (256, 252));
-        const { assert!(OWNER_END <= STATE_TEXT_OFFSET) };
+        const { assert!(STATE_FIELDS_END <= STATE_TEXT_OFFSET) };
     }
 
     #[test]
     fn format2_record_layout_is_byte_exact() {
         use super::v2::*;
         assert_eq!(
-            (RECORD_LEN_OFFSET, RECORD_CRC_OFFSET, RECORD_POSITION_OFFSET),
-            (0, 4, 8)
+            (
+                RECORD_LEN_OFFSET,
+                RECORD_CRC_OFFSET,
+                RECORD_POSITION_OFFSET,
+                RECORD_EPOCH_OFFSET
+            ),
+            (0, 4, 8, 16)
         );
-        assert_eq!((RECORD_HEADER_LEN, RECORD_ALIGN), (16, 16));
-        // Every supported sector size is a multiple of the alignment, so a
-        // header never straddles a sector.
+        assert_eq!((RECORD_HEADER_LEN, RECORD_ALIGN), (24, 8));
+        // Every supported sector size is a multiple of the alignment (a
+        // header may still straddle two sectors).
         assert_eq!(MIN_SECTOR_SIZE as u64 % RECORD_ALIGN, 0);
         for l in 0u64..4096 {
-            assert_eq!(record_stream_len(l), (16 + l + 15) & !15, "payload {l}");
+            assert_eq!(record_stream_len(l), (24 + l + 7) & !7, "payload {l}");
         }
-        assert_eq!(record_stream_len(0), 16);
+        assert_eq!(record_stream_len(0), 24);
         assert_eq!(record_stream_len(1), 32);
-        assert_eq!(record_stream_len(16), 32);
-        assert_eq!(record_stream_len(17), 48);
-        assert_eq!(record_stream_len(496), 512);
+        assert_eq!(record_stream_len(8), 32);
+        assert_eq!(record_stream_len(9), 40);
+        assert_eq!(record_stream_len(488), 512);
         assert_eq!(
             record_stream_len(u32::MAX as u64),
-            (16 + u32::MAX as u64 + 15) & !15
+            (24 + u32::MAX as u64 + 7) & !7
         );
-        assert_eq!(record_stream_len(u64::MAX), !15);
+        assert_eq!(record_stream_len(u64::MAX), !7);
+        assert_eq!(MAX_POSITION, (1 << 63) - 8);
+        assert_eq!(MAX_POSITION % RECORD_ALIGN, 0);
     }
 }

@@ -20,11 +20,12 @@
 //!   ([`Utf8`], [`Json`]).
 //! * [`Durability`] chooses what an `advance` survives: a power cut (the
 //!   default) or only a process crash (the original's behaviour, faster).
-//! * Format 2 (opt-in, in progress; not readable by the OCaml library):
-//!   checksummed records, one flush per publication and an owner lease per
-//!   side. [`ring2::create`] writes such a ring; [`format::v2`] is its codec
-//!   with the lease decision and the recovery scan; [`inspect::v2`] reads
-//!   it. `Producer` and `Consumer` do not speak it yet.
+//! * Format 2 (opt-in; not readable by the OCaml library): checksummed
+//!   records, one flush per publication and an owner lease per side.
+//!   [`ring2::create`] (or [`create_with`] and [`Options::format`]) writes
+//!   such a ring; `Producer`, `Consumer` and `Journal` detect the format at
+//!   attach and speak both. [`format::v2`] is its codec with the lease
+//!   decision and the recovery scan; [`inspect::v2`] reads it.
 //! * With the `tokio` feature, the `asynchronous` module wraps the producer,
 //!   the consumer and the journal for async code: `AsyncProducer`,
 //!   `AsyncConsumer` (with a `Stream` of items) and `AsyncJournal`.
@@ -145,7 +146,7 @@ pub use format::Geometry;
 pub use journal::{Journal, JournalOptions, JournalStats, Waiter};
 pub use position::Position;
 pub use producer::Producer;
-pub use ring::{create, Created, Durability, Options, RingState};
+pub use ring::{create, create_with, Created, Durability, Options, RingFormat, RingState};
 
 /// A directory for test files on a filesystem that supports O_DIRECT
 /// (`/tmp` may be tmpfs): `target/tmp` of this workspace.

@@ -41,14 +41,19 @@ impl Position {
 }
 
 /// Refuses a position that cannot be an item boundary: items start at
-/// multiples of [`ITEM_ALIGN`](crate::layout::ITEM_ALIGN).
-pub(crate) fn check_alignment(position: u64) -> Result<(), crate::Error> {
-    if position % crate::layout::ITEM_ALIGN == 0 {
+/// multiples of `align` ([`ITEM_ALIGN`](crate::layout::ITEM_ALIGN) in
+/// format 1, [`RECORD_ALIGN`](crate::layout::v2::RECORD_ALIGN) in format 2).
+pub(crate) fn check_alignment(position: u64, align: u64) -> Result<(), crate::Error> {
+    if position % align == 0 {
         Ok(())
     } else {
         Err(crate::Error::InvalidPosition {
             position,
-            reason: "not on an item boundary (positions are multiples of 4)",
+            reason: if align == crate::layout::ITEM_ALIGN {
+                "not on an item boundary (positions are multiples of 4)"
+            } else {
+                "not on an item boundary (format-2 positions are multiples of 8)"
+            },
         })
     }
 }

@@ -6,10 +6,11 @@ use crate::backoff::Backoff;
 use crate::codec::{Bytes, Codec};
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Corruption, Error, Result, RetryReason, Side};
-use crate::format::{self, Geometry, State};
-use crate::layout;
-use crate::position::{check_alignment, Position};
-use crate::ring::{self, Created, Durability, Link, Options, RingState};
+use crate::format::{self, Geometry};
+use crate::position::Position;
+use crate::ring::{
+    self, Created, Durability, Items, Link, Options, RingFormat, RingState, SideState,
+};
 
 /// The writing side of a ring.
 ///
@@ -17,6 +18,10 @@ use crate::ring::{self, Created, Durability, Link, Options, RingState};
 /// stream, where the consumer does not look yet; `advance` publishes every
 /// item up to a position by rewriting the producer sector. Several pushes
 /// may precede one `advance`.
+///
+/// It speaks both formats, detected at attach: format 1 (the OCaml
+/// library's) and format 2 (checksummed records, one cache flush per
+/// publication, an owner lease; see `FORMAT.md`).
 ///
 /// The producer keeps the partly filled sector at the end of the stream in
 /// memory, so a push writes its item (or batch) in one contiguous write
@@ -51,6 +56,8 @@ use crate::ring::{self, Created, Durability, Link, Options, RingState};
 pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     link: Link<D>,
     codec: C,
+    /// How items lie in the stream (format 2: records with our epoch).
+    items: Items,
     /// The position in the producer sector on the device (written, and so
     /// visible to the consumer; perhaps not durable yet).
     published: u64,
@@ -73,6 +80,11 @@ pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     /// The tail at the last flush that succeeded (or at attach): items
     /// before it are on stable storage (power-loss mode).
     flushed_to: u64,
+    /// The published position at the last flush that succeeded (format 2:
+    /// at attach, `q`, which attach flushed): its pointer and records are
+    /// on stable storage. Format 2 writes it as the producer sector's
+    /// `durable`, in both modes, so that a consumer may trust it.
+    flushed_pointer: u64,
     /// Power-loss mode: a consumer position that is on stable storage (we
     /// read it, then flushed; 0 until then). Space the consumer released beyond it is not
     /// overwritten before another flush: otherwise a power cut could bring
@@ -108,27 +120,37 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         ring::create(device)
     }
 
-    /// Attaches to the ring on `device` as its producer.
+    /// Attaches to the ring on `device` as its producer, in the ring's
+    /// format.
     ///
     /// If the consumer has asked for a suspend, the request is acknowledged
     /// and the attach fails with [`Error::Suspended`], as in the original:
     /// retry once the consumer resumes.
     ///
+    /// Format 2: attach recovers the published records (a power cut may
+    /// have kept a pointer whose records it lost: they end at the first
+    /// bad record, which is logged), takes the producer side (owner
+    /// lease), and rewrites the producer sector with the recovered
+    /// position and a new epoch: a flush, a write, a flush.
+    ///
     /// # Errors
     /// [`Error::NotInitialised`], [`Error::Corrupt`], [`Error::Locked`] when
     /// another producer on this host is attached, [`Error::Suspended`],
-    /// [`Error::ReadOnly`], or a device error.
+    /// [`Error::ReadOnly`], or a device error. Format 2 also:
+    /// [`Error::Owned`] while another producer holds the side,
+    /// [`Error::LeaseExpired`] when its lease expired (see
+    /// [`Options::take_over`]), the header's errors
+    /// ([`Error::WrongSectorSize`], [`Error::WrongDeviceSize`],
+    /// [`Error::UnsupportedFormat`]), [`Error::NoRandomness`].
     pub fn attach_with_codec(device: D, codec: C, options: Options) -> Result<Self> {
-        let mut link = Link::open(device, Side::Producer, options)?;
-        let p = link.read_state(Side::Producer)?;
-        let c = link.read_state(Side::Consumer)?;
-        format::check_positions(p.position, c.position, link.geometry.capacity())?;
+        let (link, p, c) = Link::open(device, Side::Producer, options)?;
         let ss = link.geometry.sector_size();
         let mut staging = AlignedBuf::zeroed(ss);
         if p.position % ss as u64 != 0 {
             link.read_stream(p.position / ss as u64, &mut staging)?;
         }
         let mut producer = Producer {
+            items: link.items(),
             link,
             codec,
             published: p.position,
@@ -138,6 +160,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             ack: p.flag,
             looked_at: Instant::now(),
             flushed_to: p.position,
+            flushed_pointer: p.position,
             consumer_durable: 0,
             deferred: None,
             staging,
@@ -162,6 +185,40 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// The options this producer was attached with.
     pub fn options(&self) -> &Options {
         &self.link.options
+    }
+
+    /// The ring's format.
+    pub fn format(&self) -> RingFormat {
+        self.link.format()
+    }
+
+    /// Format 2: writes a heartbeat (the producer sector, unchanged but for
+    /// its heartbeat and generation) when a third of the ring's lease has
+    /// passed since the last write of the sector, so that an idle producer
+    /// keeps its side: cheap to call often. Every `advance` writes one
+    /// anyway. Format 1: nothing.
+    ///
+    /// # Errors
+    /// [`Error::Displaced`] when another producer took the side over (this
+    /// handle then writes nothing more), or a device error.
+    pub fn heartbeat(&mut self) -> Result<()> {
+        let state = SideState {
+            position: self.published,
+            flag: self.ack,
+            durable: self.flushed_pointer,
+            epoch: 0,
+        };
+        self.link.heartbeat(state)
+    }
+
+    /// How items lie in this ring's stream (for the journal's sizes).
+    pub(crate) fn items(&self) -> Items {
+        self.items
+    }
+
+    /// Format 2: the ring's owner lease.
+    pub(crate) fn lease(&self) -> Option<Duration> {
+        self.link.lease()
     }
 
     /// The published end of the stream, as in the producer sector.
@@ -317,9 +374,13 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
 
     /// Publishes every pushed item up to `position` (as returned by `push`):
     /// the consumer can see them once this returns. In the power-loss mode
-    /// the item data is flushed before the producer sector is written, and
-    /// the sector is on stable storage when this returns (two flushes in
-    /// all; see [`advance_pipelined`](Self::advance_pipelined) for one).
+    /// the items and the producer sector are on stable storage when this
+    /// returns. Format 1 flushes the item data before the producer sector
+    /// is written, which it writes durably: two flushes in all (see
+    /// [`advance_pipelined`](Self::advance_pipelined) for one). Format 2
+    /// writes the sector and then flushes once: its records carry
+    /// checksums, so recovery tells a pointer that reached the disk before
+    /// its records.
     ///
     /// The producer position never moves back, and nothing already
     /// promised is dropped: a position below the one left pending by
@@ -338,16 +399,35 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         if target <= self.published_durable {
             return Ok(());
         }
-        if self.power_loss() && target > self.flushed_to {
+        self.publish(target, self.ack)?;
+        self.deferred = None;
+        Ok(())
+    }
+
+    /// Writes the pointer `target` with the flag `ack`, with the flushes
+    /// the format puts around it: when this returns, `target` is published
+    /// and (in the power-loss mode) durable.
+    fn publish(&mut self, target: u64, ack: bool) -> Result<()> {
+        let policy = self.link.publication();
+        if policy.flush_before_pointer && target > self.flushed_to {
             self.flush()?;
         }
-        self.link.write_state(State {
+        let state = SideState {
             position: target,
-            flag: self.ack,
-        })?;
+            flag: ack,
+            durable: self.flushed_pointer,
+            epoch: 0,
+        };
+        self.link.write_state_as(state, policy.pointer_durable)?;
         self.published = target;
+        self.ack = ack;
+        if policy.flush_after_pointer {
+            // If this fails, the pointer is visible but not durable:
+            // `published_durable` still lags, so the publication stays
+            // pending.
+            self.flush()?;
+        }
         self.published_durable = target;
-        self.deferred = None;
         Ok(())
     }
 
@@ -370,7 +450,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// flushes to make it durable).
     ///
     /// In the process-crash mode there are no flushes, and this is
-    /// [`advance`](Self::advance).
+    /// [`advance`](Self::advance). So it is in format 2, whose `advance`
+    /// already costs one flush.
     ///
     /// # Errors
     /// As [`advance`](Self::advance). After a device error the previous
@@ -379,7 +460,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// call, [`sync`](Self::sync) or [`advance`](Self::advance) makes it
     /// durable.
     pub fn advance_pipelined(&mut self, position: Position) -> Result<()> {
-        if !self.power_loss() {
+        if !self.link.publication().pipelined {
             return self.advance(position);
         }
         let p = self.check_advance(position)?;
@@ -392,13 +473,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             // makes the pointer durable. If that flush fails, the pointer
             // is visible but not durable: `published_durable` still lags,
             // so the publication stays pending.
-            self.link.write_state_as(
-                State {
-                    position: d,
-                    flag: self.ack,
-                },
-                false,
-            )?;
+            self.link
+                .write_state_as(SideState::new(d, self.ack), false)?;
             self.published = d;
             self.deferred = None;
         }
@@ -441,7 +517,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
 
     fn check_advance(&self, position: Position) -> Result<u64> {
         let p = position.offset();
-        check_alignment(p)?;
+        self.items.check_alignment(p)?;
         if p > self.tail {
             return Err(Error::InvalidPosition {
                 position: p,
@@ -458,6 +534,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         self.link.flush()?;
         self.flushed_to = self.tail;
         self.published_durable = self.published;
+        self.flushed_pointer = self.published;
         self.consumer_durable = seen;
         Ok(())
     }
@@ -504,18 +581,13 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         self.acknowledge(c.flag)
     }
 
-    /// Makes `suspend_ack` equal the consumer's `suspend` flag.
+    /// Makes `suspend_ack` equal the consumer's `suspend` flag: rewrites
+    /// the published pointer with it, as `advance` writes a pointer
+    /// (durable in the power-loss mode; in the process-crash mode nothing
+    /// is, and `published_durable` follows `published`).
     fn acknowledge(&mut self, suspend: bool) -> Result<()> {
         if suspend != self.ack {
-            self.link.write_state(State {
-                position: self.published,
-                flag: suspend,
-            })?;
-            self.ack = suspend;
-            // A durable write in the power-loss mode (whose items were
-            // flushed before the pointer was first written); nothing is in
-            // the process-crash mode, where this follows `published`.
-            self.published_durable = self.published;
+            self.publish(self.published, suspend)?;
         }
         Ok(())
     }
@@ -524,7 +596,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// at `head`. Returns the new end.
     fn stage(&mut self, head: usize, end: usize, payload: &[u8]) -> Result<usize> {
         let geometry = self.link.geometry;
-        let stream_len = geometry.item_len_fits(payload.len())? as usize;
+        let items = self.items;
+        let stream_len = items.stream_len(&geometry, payload.len())? as usize;
         let new_end = end + stream_len;
         if (new_end - head) as u64 > geometry.capacity() {
             return Err(Error::TooLarge {
@@ -540,9 +613,10 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             self.staging
                 .resize((self.staging.len() * 2).clamp(sectors_len, bound));
         }
-        let header = format::encode_item_header(payload.len() as u32);
-        let body_start = end + layout::ITEM_HEADER_LEN as usize;
-        self.staging[end..body_start].copy_from_slice(&header);
+        let body_start = end + items.header_len();
+        // staging[0] is the start of the tail's sector in the stream.
+        let position = self.tail - head as u64 + end as u64;
+        items.write_header(position, payload, &mut self.staging[end..body_start])?;
         self.staging[body_start..body_start + payload.len()].copy_from_slice(payload);
         // Padding is never read, but zeroes keep images deterministic.
         self.staging[body_start + payload.len()..new_end].fill(0);
@@ -556,16 +630,18 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         let capacity = geometry.capacity();
         let head = self.head();
         let total = (end - head) as u64;
-        // Positions stay at most Position::MAX, which leaves 2^63 of
-        // headroom above: once `new_tail` is checked, the sums below (a
-        // position plus at most a capacity and a sector) cannot overflow.
-        let new_tail = self
-            .tail
-            .checked_add(total)
-            .filter(|&t| t <= Position::MAX.offset())
-            .ok_or(Error::PositionLimit {
-                end: self.tail.saturating_add(total),
-            })?;
+        // Positions stay at most the format's maximum (below 2^63), which
+        // leaves 2^63 of headroom above: once `new_tail` is checked, the
+        // sums below (a position plus at most a capacity and a sector)
+        // cannot overflow.
+        let max = self.items.max_position();
+        let new_tail =
+            self.tail
+                .checked_add(total)
+                .filter(|&t| t <= max)
+                .ok_or(Error::PositionLimit {
+                    end: self.tail.saturating_add(total),
+                })?;
         if new_tail - self.consumer > capacity {
             self.look_at_consumer()?;
             if self.ack {

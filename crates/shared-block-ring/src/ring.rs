@@ -1,12 +1,26 @@
 //! What producer and consumer share: options, ring creation, and the I/O
-//! of state sectors and data runs.
+//! of state sectors and data runs, in either format.
+//!
+//! The producer and the consumer are written once for both formats. What
+//! differs lives here: [`Link`] (in `link`) attaches to a ring of either
+//! format and reads and writes its state sectors, with format 2's owner
+//! lease (in `owned`), and says where a producer's flushes go
+//! (`Publication`); [`Items`] (in `items`) lays out and checks items or
+//! records.
 
 use std::time::Duration;
 
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Error, IoOp, Result, Side};
-use crate::format::{self, Geometry, Label, State};
+use crate::format::{self, Geometry, State};
 use crate::layout;
+
+mod items;
+mod link;
+mod owned;
+
+pub(crate) use items::Items;
+pub(crate) use link::{Link, SideState};
 
 /// What a published item survives. Both modes use O_DIRECT on files, so
 /// both sides always see each other's completed writes; they differ in
@@ -58,6 +72,47 @@ impl std::str::FromStr for Durability {
     }
 }
 
+/// The on-disk format of a ring. Attach detects it; it is chosen when a
+/// ring is created ([`create_with`], [`Options::format`], the journal on a
+/// blank device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
+pub enum RingFormat {
+    /// Format 1: the OCaml library's format (the default).
+    #[default]
+    V1,
+    /// Format 2: checksummed records, one cache flush per publication, and
+    /// an owner lease per side. The OCaml library cannot read it.
+    V2,
+}
+
+impl RingFormat {
+    /// The format's number: 1 or 2.
+    pub const fn number(self) -> u32 {
+        match self {
+            RingFormat::V1 => 1,
+            RingFormat::V2 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for RingFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+impl std::str::FromStr for RingFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "1" => Ok(RingFormat::V1),
+            "2" => Ok(RingFormat::V2),
+            other => Err(format!("unknown ring format {other:?}: expected 1 or 2")),
+        }
+    }
+}
+
 /// Options for attaching a producer or a consumer.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -67,6 +122,9 @@ pub struct Options {
     pub(crate) consumer_poll_interval: Duration,
     pub(crate) read_ahead: usize,
     pub(crate) max_backoff: Duration,
+    pub(crate) take_over: bool,
+    pub(crate) format: RingFormat,
+    pub(crate) lease: Duration,
 }
 
 impl Default for Options {
@@ -78,6 +136,9 @@ impl Default for Options {
             consumer_poll_interval: Duration::from_millis(10),
             read_ahead: 4 << 20,
             max_backoff: Duration::from_millis(4),
+            take_over: false,
+            format: RingFormat::default(),
+            lease: crate::ring2::DEFAULT_LEASE,
         }
     }
 }
@@ -130,9 +191,45 @@ impl Options {
         self
     }
 
+    /// Format 2: take this side over if its owner's lease has expired (by
+    /// default, attach refuses with [`Error::LeaseExpired`]). A live owner
+    /// is never taken over: attach fails with [`Error::Owned`]. The
+    /// displaced owner stops with [`Error::Displaced`] at its next write.
+    /// Format 1 has no owners and ignores it.
+    pub fn take_over(mut self, take_over: bool) -> Options {
+        self.take_over = take_over;
+        self
+    }
+
+    /// The format of a ring created with these options ([`create_with`],
+    /// a journal on a blank device); format 1 by default. Attaching
+    /// detects the format and ignores this.
+    pub fn format(mut self, format: RingFormat) -> Options {
+        self.format = format;
+        self
+    }
+
+    /// The owner lease recorded in a format-2 ring created with these
+    /// options (30 s by default; from 1 ms to `u32::MAX` ms, checked when
+    /// the ring is created). Attaching reads the lease from the ring.
+    pub fn lease(mut self, lease: Duration) -> Options {
+        self.lease = lease;
+        self
+    }
+
     /// The durability mode.
     pub fn durability_mode(&self) -> Durability {
         self.durability
+    }
+
+    /// The format a ring created with these options gets.
+    pub fn ring_format(&self) -> RingFormat {
+        self.format
+    }
+
+    /// The lease a format-2 ring created with these options gets.
+    pub fn ring_lease(&self) -> Duration {
+        self.lease
     }
 
     /// A [`Backoff`](crate::Backoff) capped at this handle's maximum sleep,
@@ -166,9 +263,14 @@ pub enum Created {
 /// crash part-way leaves a device without a signature, which a later
 /// `create` simply initialises again.
 ///
+/// A device whose sector 0 starts with the format-2 magic is refused, never
+/// overwritten (unlike the OCaml library's `create`): erase it first
+/// ([`crate::erase`]) to reuse it.
+///
 /// # Errors
 /// [`Error::TooSmall`] below 4 sectors, [`Error::BadSectorSize`],
-/// [`Error::ReadOnly`], or a device I/O error.
+/// [`Error::WrongFormat`] for a format-2 ring, [`Error::ReadOnly`], or a
+/// device I/O error.
 pub fn create<D: BlockDevice + ?Sized>(device: &D) -> Result<Created> {
     let geometry = Geometry::new(device.sector_size(), device.sectors())?;
     let mut sector = AlignedBuf::zeroed(geometry.sector_size());
@@ -177,6 +279,12 @@ pub fn create<D: BlockDevice + ?Sized>(device: &D) -> Result<Created> {
         .map_err(|e| Error::io(IoOp::Read, layout::SIGNATURE_SECTOR, e))?;
     if format::check_signature(&sector).is_ok() {
         return Ok(Created::AlreadyInitialised);
+    }
+    if format::v2::has_magic(&sector) {
+        return Err(Error::WrongFormat {
+            found: 2,
+            expected: 1,
+        });
     }
     if device.is_read_only() {
         return Err(Error::ReadOnly);
@@ -202,6 +310,21 @@ pub fn create<D: BlockDevice + ?Sized>(device: &D) -> Result<Created> {
     Ok(Created::Created)
 }
 
+/// Initialises a ring of the format `options` name ([`Options::format`],
+/// with [`Options::lease`] for format 2) on `device`, or does nothing if it
+/// already holds a ring of that format: [`create`] or
+/// [`ring2::create`](crate::ring2::create).
+///
+/// # Errors
+/// As [`create`] or [`ring2::create`](crate::ring2::create); a ring of the
+/// other format is [`Error::WrongFormat`].
+pub fn create_with<D: BlockDevice + ?Sized>(device: &D, options: &Options) -> Result<Created> {
+    match options.format {
+        RingFormat::V1 => create(device),
+        RingFormat::V2 => crate::ring2::create(device, options.lease),
+    }
+}
+
 /// Reads `buf.len()` bytes of whole stream sectors of the ring on `device`
 /// starting at stream sector `stream_sector`, in one read or two at the wrap.
 pub(crate) fn read_stream<D: BlockDevice + ?Sized>(
@@ -220,185 +343,4 @@ pub(crate) fn read_stream<D: BlockDevice + ?Sized>(
         off += len;
     }
     Ok(())
-}
-
-/// One side's view of the device: geometry, options, a sector buffer, and
-/// the role lock, released on drop.
-pub(crate) struct Link<D: BlockDevice> {
-    pub(crate) device: D,
-    pub(crate) geometry: Geometry,
-    pub(crate) side: Side,
-    pub(crate) options: Options,
-    sector: AlignedBuf,
-    holds_lock: bool,
-}
-
-impl<D: BlockDevice> Link<D> {
-    /// Checks the device, takes the role lock, and checks the signature.
-    pub(crate) fn open(device: D, side: Side, options: Options) -> Result<Link<D>> {
-        let geometry = Geometry::new(device.sector_size(), device.sectors())?;
-        if device.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
-        let mut link = Link {
-            sector: AlignedBuf::zeroed(geometry.sector_size()),
-            device,
-            geometry,
-            side,
-            options,
-            holds_lock: false,
-        };
-        match link
-            .device
-            .try_lock(side)
-            .map_err(|e| Error::io(IoOp::Read, side.sector(), e))?
-        {
-            Ok(()) => link.holds_lock = true,
-            Err(holder) => {
-                let holder = match link.read_text(side.sector()) {
-                    Ok(text) if !text.is_empty() => format!("{holder}; its sector says \"{text}\""),
-                    _ => holder,
-                };
-                return Err(Error::Locked { role: side, holder });
-            }
-        }
-        link.read_sector(layout::SIGNATURE_SECTOR)?;
-        format::check_signature(&link.sector).map_err(Error::NotInitialised)?;
-        Ok(link)
-    }
-
-    fn read_sector(&mut self, sector: u64) -> Result<()> {
-        self.device
-            .read(sector, &mut self.sector)
-            .map_err(|e| Error::io(IoOp::Read, sector, e))
-    }
-
-    fn read_text(&mut self, sector: u64) -> Result<String> {
-        self.read_sector(sector)?;
-        Ok(crate::escape::escape_bytes(format::state_text(&self.sector)).to_string())
-    }
-
-    /// Reads and decodes one side's state sector.
-    pub(crate) fn read_state(&mut self, whose: Side) -> Result<State> {
-        self.read_sector(whose.sector())?;
-        let state = format::decode_state(whose, &self.sector)?;
-        tracing::trace!(
-            side = %self.side,
-            queue = %self.options.queue,
-            client = %self.options.client,
-            op = "read",
-            sector = whose.sector(),
-            position = state.position,
-            flag = state.flag,
-            "state sector"
-        );
-        Ok(state)
-    }
-
-    /// Writes this side's state sector; durably in the power-loss mode.
-    pub(crate) fn write_state(&mut self, state: State) -> Result<()> {
-        let durable = self.options.durability == Durability::PowerLoss;
-        self.write_state_as(state, durable)
-    }
-
-    /// Writes this side's state sector, durably or not.
-    pub(crate) fn write_state_as(&mut self, state: State, durable: bool) -> Result<()> {
-        let label = Label {
-            queue: &self.options.queue,
-            client: &self.options.client,
-        };
-        format::encode_state(self.side, state, Some(label), &mut self.sector);
-        let sector = self.side.sector();
-        let r = if durable {
-            self.device.write_durable(sector, &self.sector)
-        } else {
-            self.device.write(sector, &self.sector)
-        };
-        r.map_err(|e| Error::io(IoOp::Write, sector, e))?;
-        tracing::trace!(
-            side = %self.side,
-            queue = %self.options.queue,
-            client = %self.options.client,
-            op = "write",
-            sector,
-            position = state.position,
-            flag = state.flag,
-            "state sector"
-        );
-        Ok(())
-    }
-
-    /// Reads `buf.len()` bytes of whole stream sectors starting at stream
-    /// sector `stream_sector`, in one read or two at the wrap.
-    pub(crate) fn read_stream(&self, stream_sector: u64, buf: &mut [u8]) -> Result<()> {
-        read_stream(&self.device, &self.geometry, stream_sector, buf)
-    }
-
-    /// Writes whole stream sectors, in one write or two at the wrap.
-    pub(crate) fn write_stream(&self, stream_sector: u64, buf: &[u8]) -> Result<()> {
-        let ss = self.geometry.sector_size();
-        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
-        let mut off = 0;
-        for (sector, count) in runs.iter() {
-            let len = count as usize * ss;
-            self.device
-                .write(sector, &buf[off..off + len])
-                .map_err(|e| Error::io(IoOp::Write, sector, e))?;
-            off += len;
-        }
-        Ok(())
-    }
-
-    /// A backoff for waiting on the other side: without the phase of
-    /// frequent polls when the device wakes waiters itself.
-    pub(crate) fn backoff(&self, timeout: Option<Duration>) -> crate::Backoff {
-        let b = crate::Backoff::new(self.options.max_backoff, timeout);
-        if self.device.notifies_changes() {
-            b.without_hot_phase()
-        } else {
-            b
-        }
-    }
-
-    /// Reads one stream sector into the link's sector buffer.
-    pub(crate) fn read_stream_sector(&mut self, stream_sector: u64) -> Result<&[u8]> {
-        let sector = self.geometry.physical_sector(stream_sector);
-        self.read_sector(sector)?;
-        Ok(&self.sector)
-    }
-
-    pub(crate) fn flush(&self) -> Result<()> {
-        self.device
-            .flush()
-            .map_err(|e| Error::io(IoOp::Flush, layout::FIRST_DATA_SECTOR, e))
-    }
-
-    /// Key/value pairs describing the ring as it is on the device now.
-    pub(crate) fn debug_info(&mut self) -> Result<Vec<(String, String)>> {
-        let p = self.read_state(Side::Producer)?;
-        let c = self.read_state(Side::Consumer)?;
-        Ok(vec![
-            ("queue".into(), self.options.queue.clone()),
-            ("client".into(), self.options.client.clone()),
-            ("producer/offset".into(), p.position.to_string()),
-            ("producer/suspend_ack".into(), p.flag.to_string()),
-            ("consumer/offset".into(), c.position.to_string()),
-            ("consumer/suspend".into(), c.flag.to_string()),
-            ("capacity".into(), self.geometry.capacity().to_string()),
-            (
-                "used".into(),
-                p.position.saturating_sub(c.position).to_string(),
-            ),
-            ("durability".into(), self.options.durability.to_string()),
-            ("device".into(), self.device.describe()),
-        ])
-    }
-}
-
-impl<D: BlockDevice> Drop for Link<D> {
-    fn drop(&mut self) {
-        if self.holds_lock {
-            self.device.unlock(self.side);
-        }
-    }
 }

@@ -106,7 +106,8 @@ pub fn read_head<D: BlockDevice + ?Sized>(device: &D) -> Result<(Geometry, Align
 }
 
 /// The recovery scan of [`codec::scan::scan`] on a device: validates the
-/// records of ring `ring_id` from `from` to `to`.
+/// records of ring `ring_id` from `from` to `to`, which must carry the
+/// producer epoch `epoch`.
 ///
 /// # Errors
 /// A device I/O error.
@@ -116,8 +117,9 @@ pub fn scan<D: BlockDevice + ?Sized>(
     ring_id: &RingId,
     from: u64,
     to: u64,
+    epoch: u64,
 ) -> Result<Scan> {
-    codec::scan::scan(geometry, ring_id, from, to, |first, buf| {
+    codec::scan::scan(geometry, ring_id, from, to, epoch, |first, buf| {
         crate::ring::read_stream(device, geometry, first, buf)
     })
 }
@@ -215,6 +217,27 @@ mod tests {
         assert!(matches!(
             create(&bigger, DEFAULT_LEASE),
             Err(Error::WrongDeviceSize { .. })
+        ));
+    }
+
+    #[test]
+    fn format_1_create_refuses_a_format_2_ring_and_writes_nothing() {
+        let d = MemDevice::new(512, 64);
+        create(&d, DEFAULT_LEASE).unwrap();
+        let before = d.to_vec();
+        assert!(matches!(
+            crate::create(&d),
+            Err(Error::WrongFormat {
+                found: 2,
+                expected: 1
+            })
+        ));
+        assert_eq!(d.to_vec(), before);
+        // Even a damaged format-2 header (it may be worth repairing).
+        d.with_bytes_mut(|b| b[100] ^= 1);
+        assert!(matches!(
+            crate::create(&d),
+            Err(Error::WrongFormat { found: 2, .. })
         ));
     }
 

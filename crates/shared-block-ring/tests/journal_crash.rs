@@ -6,6 +6,9 @@
 //! performances come in push order, and nothing is performed that was not
 //! pushed, nor torn.
 //!
+//! Both formats: the journal creates the ring on the blank device, in
+//! format 1 or format 2.
+//!
 //! The journal's worker runs in its own thread, so where crash point N
 //! falls differs from run to run; every run is a real execution, checked
 //! on its own. The number of crash states checked is printed (run with
@@ -16,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shared_block_ring::device::{CrashPoint, FaultDevice};
-use shared_block_ring::{Durability, Journal, JournalOptions, MemDevice, Waiter};
+use shared_block_ring::{Durability, Journal, JournalOptions, MemDevice, RingFormat, Waiter};
 
 /// Operation `i`: its index, then bytes derived from it, 4 to 300 bytes in
 /// all, so a torn or foreign item is recognised.
@@ -45,9 +48,10 @@ const OPS: u32 = 200;
 /// 13 data sectors: the 200 operations wrap the ring about five times.
 const SECTORS: u64 = 16;
 
-fn options(durability: Durability) -> JournalOptions {
+fn options(w: Workload) -> JournalOptions {
     JournalOptions::new()
-        .durability(durability)
+        .durability(w.durability)
+        .format(w.format)
         .retry_interval(Duration::from_millis(1))
 }
 
@@ -57,6 +61,7 @@ fn options(durability: Durability) -> JournalOptions {
 #[derive(Clone, Copy)]
 struct Workload {
     durability: Durability,
+    format: RingFormat,
     sync_every: Option<u32>,
 }
 
@@ -85,7 +90,6 @@ fn performed_or_crashed(waiter: &Waiter, dev: &FaultDevice<MemDevice>) -> bool {
 
 /// Runs the workload, crashing at crash point `crash_at` (never if `None`).
 fn run(w: Workload, crash_at: Option<u64>) -> Run {
-    let durability = w.durability;
     let dev = FaultDevice::new(MemDevice::new(512, SECTORS));
     if let Some(n) = crash_at {
         dev.crash_after(n);
@@ -94,15 +98,11 @@ fn run(w: Workload, crash_at: Option<u64>) -> Run {
     let log = Arc::clone(&performed);
     let mut acked = Vec::new();
     let mut pushed = 0;
-    let started = Journal::start(
-        dev.clone(),
-        options(durability),
-        move |ops: &[Vec<u8>]| {
-            let mut l = log.lock().unwrap();
-            l.extend(ops.iter().map(|o| index_of(o)));
-            Ok::<(), String>(())
-        },
-    );
+    let started = Journal::start(dev.clone(), options(w), move |ops: &[Vec<u8>]| {
+        let mut l = log.lock().unwrap();
+        l.extend(ops.iter().map(|o| index_of(o)));
+        Ok::<(), String>(())
+    });
     if let Ok(journal) = started {
         let journal = Arc::new(journal);
         // Once the device has crashed, nothing can be published or
@@ -150,12 +150,12 @@ fn run(w: Workload, crash_at: Option<u64>) -> Run {
 }
 
 /// Starts a journal on `image` and checks the promise against `run`.
-fn check(run: &Run, image: Vec<u8>, durability: Durability, what: &str) {
+fn check(run: &Run, image: Vec<u8>, w: Workload, what: &str) {
     let replayed = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&replayed);
     let journal = Journal::start(
         MemDevice::from_bytes(512, image),
-        options(durability),
+        options(w),
         move |ops: &[Vec<u8>]| {
             log.lock().unwrap().extend(ops.iter().map(|o| index_of(o)));
             Ok::<(), String>(())
@@ -198,12 +198,13 @@ fn check(run: &Run, image: Vec<u8>, durability: Durability, what: &str) {
     }
 }
 
-fn checker(durability: Durability, images_per_point: usize) -> (u64, usize) {
+fn checker(durability: Durability, format: RingFormat, images_per_point: usize) -> (u64, usize) {
     let mut points = 0;
     let mut states = 0;
     for sync_every in [None, Some(7), Some(1)] {
         let w = Workload {
             durability,
+            format,
             sync_every,
         };
         let (p, s) = check_workload(w, images_per_point);
@@ -230,8 +231,8 @@ fn check_workload(w: Workload, images_per_point: usize) -> (u64, usize) {
                     check(
                         &r,
                         image,
-                        durability,
-                        &format!("power cut at point {n}, image {k}"),
+                        w,
+                        &format!("format {}, power cut at point {n}, image {k}", w.format),
                     );
                     states += 1;
                 }
@@ -243,8 +244,8 @@ fn check_workload(w: Workload, images_per_point: usize) -> (u64, usize) {
                     check(
                         &r,
                         image,
-                        durability,
-                        &format!("process crash at point {n}, image {k}"),
+                        w,
+                        &format!("format {}, process crash at point {n}, image {k}", w.format),
                     );
                     states += 1;
                 }
@@ -256,18 +257,24 @@ fn check_workload(w: Workload, images_per_point: usize) -> (u64, usize) {
 
 #[test]
 fn replay_after_a_power_cut_performs_every_acknowledged_operation_in_order() {
-    let (points, states) = checker(Durability::PowerLoss, 64);
-    println!(
-        "journal, power-loss mode: {states} crash states at {points} crash points, 0 violations"
-    );
-    assert!(states > 2000, "{states}");
+    for format in [RingFormat::V1, RingFormat::V2] {
+        let (points, states) = checker(Durability::PowerLoss, format, 64);
+        println!(
+            "journal, format {format}, power-loss mode: {states} crash states at {points} crash \
+             points, 0 violations"
+        );
+        assert!(states > 2000, "{states}");
+    }
 }
 
 #[test]
 fn replay_after_a_process_crash_performs_every_acknowledged_operation_in_order() {
-    let (points, states) = checker(Durability::ProcessCrash, 1);
-    println!(
-        "journal, process-crash mode: {states} crash states at {points} crash points, 0 violations"
-    );
-    assert!(states > 500, "{states}");
+    for format in [RingFormat::V1, RingFormat::V2] {
+        let (points, states) = checker(Durability::ProcessCrash, format, 1);
+        println!(
+            "journal, format {format}, process-crash mode: {states} crash states at {points} \
+             crash points, 0 violations"
+        );
+        assert!(states > 500, "{states}");
+    }
 }

@@ -193,3 +193,119 @@ fn sbr_takes_nbd_uris() {
     );
     failed(&sbr(&["consume", "nbds://host/x"], b""), 1, "nbds://host/x");
 }
+
+/// The pid of the only child of `pid` (the process `unshare --fork` runs).
+fn only_child(pid: u32) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(c) = children.split_whitespace().next() {
+            return c.parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare started no child"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Two `sbr consume` processes through one qemu-nbd export (no on-host
+/// lock reaches across NBD): the first, in its own pid namespace (to the
+/// second, a process on a host it cannot place), follows the ring and
+/// holds the consumer side; the second is refused while the first's
+/// heartbeats are fresh, told the lease expired once the first hangs
+/// (SIGSTOP), and takes over with --take-over; the first, resumed, finds
+/// itself displaced and stops. Every item is printed once.
+#[test]
+fn two_sbr_consumers_through_one_qemu_nbd_export_share_by_lease() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    system_tests::require_root("a consumer in its own pid namespace");
+    let unshare = system_tests::require_tool("unshare", "util-linux");
+    let image = ring_file(1 << 20);
+    let server = NbdServer::qemu_nbd(image.path(), "ring", Transport::Unix, &["--cache=none"]);
+    let uri = server.uri();
+    ok(&sbr(
+        &["create", &uri, "--format", "2", "--lease", "2s"],
+        b"",
+    ));
+    ok(&sbr(&["produce", &uri], b"one\ntwo\n"));
+    let mut first = system_tests::ChildGuard::spawn(
+        Command::new(unshare)
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(sbr_bin())
+            .args(["consume", &uri, "--follow"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let sbr_pid = only_child(first.child().id());
+    let mut out = BufReader::new(first.child().stdout.take().unwrap());
+    let mut line = String::new();
+    for want in ["one\n", "two\n"] {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, want);
+    }
+    // The first holds the side, and its heartbeats keep it.
+    std::thread::sleep(Duration::from_secs(3));
+    failed(&sbr(&["consume", &uri, "--take-over"], b""), 1, "last seen");
+    // It hangs.
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(sbr_pid as i32, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = sbr(&["consume", &uri], b"");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        if err.contains("has expired") {
+            assert!(err.contains("--take-over"), "{err}");
+            break;
+        }
+        assert!(err.contains("owned by"), "{err}");
+        assert!(Instant::now() < deadline, "the lease never expired: {err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(&sbr(&["produce", &uri], b"three\n"));
+    let second = Command::new(sbr_bin())
+        .args([
+            "consume",
+            &uri,
+            "--take-over",
+            "--follow",
+            "--idle-timeout",
+            "4s",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut second = system_tests::ChildGuard(Some(second));
+    let mut out2 = BufReader::new(second.child().stdout.take().unwrap());
+    line.clear();
+    out2.read_line(&mut line).unwrap();
+    assert_eq!(line, "three\n");
+    // The first comes back: its next look at the ring finds another owner.
+    // SAFETY: as above.
+    unsafe { libc::kill(sbr_pid as i32, libc::SIGCONT) };
+    let o = first.wait_output();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("this consumer was displaced") && err.contains("writes nothing more"),
+        "{err}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "", "the first printed nothing more");
+    let o = second.wait_output();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    rest.clear();
+    std::io::Read::read_to_string(&mut out2, &mut rest).unwrap();
+    assert_eq!(rest, "", "the second printed nothing more");
+}

@@ -12,7 +12,7 @@
 //! on the hot paths, an idle consumer's CPU, the peak memory of `sbr
 //! produce | sbr consume`, and a batched producer and consumer over
 //! loopback NBD against the same on a local file. Every figure is the
-//! median of several repetitions, each bounded in time. The targets T1..T8
+//! median of several repetitions, each bounded in time. The targets T1..T11
 //! of the performance issue are checked at the end.
 //!
 //! A measurement, not a test: nothing fails because a figure is low.

@@ -472,6 +472,9 @@ pub struct State {
     pub heartbeat: u64,
     /// Who owns the side.
     pub owner: Owner,
+    /// Producer: its epoch, +1 at every producer attach; every record it
+    /// writes carries it. Consumer: zero.
+    pub epoch: u64,
 }
 
 impl State {
@@ -484,6 +487,7 @@ impl State {
         durable: 0,
         heartbeat: 0,
         owner: Owner::NONE,
+        epoch: 0,
     };
 
     /// How long ago (by `now`, Unix ns) the heartbeat was written.
@@ -503,8 +507,8 @@ impl State {
 
 /// Writes a state sector for `side` of ring `ring_id`: the fields, the
 /// sector tag, the text (when `label` is given: as format 1's, truncated to
-/// 252 bytes), and the CRC32C. The consumer's `durable` is written as zero
-/// whatever `state` says.
+/// 252 bytes), and the CRC32C. The consumer's `durable` and `epoch` are
+/// written as zero whatever `state` says.
 pub fn encode_state(
     side: Side,
     ring_id: &RingId,
@@ -523,11 +527,12 @@ pub fn encode_state(
         b[l::SECTOR_TAG_OFFSET] = side.sector() as u8;
         b[l::STATE_RING_ID_OFFSET..][..l::ID_LEN].copy_from_slice(&ring_id.0);
         b[l::GENERATION_OFFSET..][..8].copy_from_slice(&state.generation.to_le_bytes());
-        let durable = match side {
-            Side::Producer => state.durable,
-            Side::Consumer => 0,
+        let (durable, epoch) = match side {
+            Side::Producer => (state.durable, state.epoch),
+            Side::Consumer => (0, 0),
         };
         b[l::DURABLE_OFFSET..][..8].copy_from_slice(&durable.to_le_bytes());
+        b[l::EPOCH_OFFSET..][..8].copy_from_slice(&epoch.to_le_bytes());
         b[l::HEARTBEAT_OFFSET..][..8].copy_from_slice(&state.heartbeat.to_le_bytes());
         let o = &state.owner;
         b[l::OWNER_TOKEN_OFFSET..][..l::ID_LEN].copy_from_slice(&o.token.0);
@@ -552,8 +557,9 @@ pub fn encode_state(
 
 /// Reads `side`'s state sector of ring `ring_id`. Checks, in order: the
 /// checksum, the sector tag, the ring id, the flag, the alignment of the
-/// position (and of `durable`), `durable <= position` (producer), and a
-/// zero `durable` (consumer).
+/// position (and of `durable`), the position at most
+/// [`MAX_POSITION`](l::MAX_POSITION), `durable <= position` (producer), and
+/// a zero `durable` and `epoch` (consumer).
 ///
 /// # Errors
 /// [`Corruption::BadChecksum`], [`Corruption::WrongSectorTag`],
@@ -596,12 +602,22 @@ pub fn decode_state(side: Side, ring_id: &RingId, sector: &[u8]) -> Result<State
     };
     let aligned = format!("a multiple of {}", l::RECORD_ALIGN);
     if position % l::RECORD_ALIGN != 0 {
-        let field = match side {
-            Side::Producer => "producer position",
-            Side::Consumer => "consumer position",
-        };
-        return Err(bad(l::POSITION_OFFSET, field, position, aligned));
+        return Err(bad(
+            l::POSITION_OFFSET,
+            position_field(side),
+            position,
+            aligned,
+        ));
     }
+    if position > l::MAX_POSITION {
+        return Err(bad(
+            l::POSITION_OFFSET,
+            position_field(side),
+            position,
+            format!("at most {} (2^63 - 8)", l::MAX_POSITION),
+        ));
+    }
+    let epoch = get_u64(&b, l::EPOCH_OFFSET);
     match side {
         Side::Producer if durable % l::RECORD_ALIGN != 0 => {
             return Err(bad(l::DURABLE_OFFSET, "durable position", durable, aligned))
@@ -622,6 +638,14 @@ pub fn decode_state(side: Side, ring_id: &RingId, sector: &[u8]) -> Result<State
                 "0".into(),
             ))
         }
+        Side::Consumer if epoch != 0 => {
+            return Err(bad(
+                l::EPOCH_OFFSET,
+                "consumer's epoch field",
+                epoch,
+                "0".into(),
+            ))
+        }
         _ => {}
     }
     Ok(State {
@@ -637,7 +661,15 @@ pub fn decode_state(side: Side, ring_id: &RingId, sector: &[u8]) -> Result<State
             pid_namespace: get_u32(&b, l::OWNER_PID_NS_OFFSET),
             host: HostName::new(&b[l::OWNER_HOST_OFFSET..l::OWNER_HOST_OFFSET + l::OWNER_HOST_MAX]),
         },
+        epoch,
     })
+}
+
+fn position_field(side: Side) -> &'static str {
+    match side {
+        Side::Producer => "producer position",
+        Side::Consumer => "consumer position",
+    }
 }
 
 /// The human-readable text of a format-2 state sector (up to its first
@@ -668,8 +700,12 @@ pub fn scan_start(producer: &State, consumer: &State) -> u64 {
 // ---------------------------------------------------------------------------
 // Records
 
-/// A record whose header passed [`check_record_header`]: where it is and
-/// how long. Its payload is `position + 16 .. position + 16 + len`.
+/// The bytes of a record header: length, CRC32C, position, epoch.
+pub type RecordHeaderBytes = [u8; l::RECORD_HEADER_LEN as usize];
+
+/// A record whose header passed [`check_record_header`]: where it is, how
+/// long, and which producer epoch wrote it. Its payload is
+/// `position + 24 .. position + 24 + len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RecordSpan {
     /// Stream position of the record header.
@@ -678,12 +714,43 @@ pub struct RecordSpan {
     pub len: u32,
     /// Stream position of the next record.
     pub next: u64,
+    /// The epoch of the producer that wrote it.
+    pub epoch: u64,
 }
 
 impl RecordSpan {
     /// Stream position of the first payload byte.
     pub fn payload_start(&self) -> u64 {
         self.position + l::RECORD_HEADER_LEN
+    }
+}
+
+/// What the producer sector says about the records a reader may accept:
+/// where the published ones end, and which producer epoch wrote them.
+///
+/// The epoch rule (FORMAT.md, "Records"): records from `current_from` on
+/// (`max(C, durable)`) were written by the producer that wrote the sector,
+/// so they carry exactly `epoch`; records before it were flushed earlier,
+/// perhaps by an earlier producer, and carry at most `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Published {
+    /// The published end: `P` (or `q`, when a reader caps its view).
+    pub end: u64,
+    /// The producer sector's epoch.
+    pub epoch: u64,
+    /// From this position on, records must carry exactly `epoch`.
+    pub current_from: u64,
+}
+
+impl Published {
+    /// The records a producer sector publishes to a consumer at `consumer`:
+    /// up to its position, with its epoch, exact from `max(C, durable)`.
+    pub fn by(producer: &State, consumer: u64) -> Published {
+        Published {
+            end: producer.position,
+            epoch: producer.epoch,
+            current_from: consumer.max(producer.durable),
+        }
     }
 }
 
@@ -699,7 +766,7 @@ pub fn max_record_len(geometry: &Geometry) -> u64 {
 /// returns the stream bytes it occupies.
 ///
 /// # Errors
-/// [`Error::TooLarge`] when `16 + payload_len` exceeds the capacity or
+/// [`Error::TooLarge`] when `24 + payload_len` exceeds the capacity or
 /// the length does not fit the u32 field.
 pub fn record_len_fits(geometry: &Geometry, payload_len: usize) -> Result<u64, Error> {
     let len = payload_len as u64;
@@ -712,10 +779,10 @@ pub fn record_len_fits(geometry: &Geometry, payload_len: usize) -> Result<u64, E
     Ok(l::record_stream_len(len))
 }
 
-/// The record checksum's state after the ring id and the header's length
-/// and position fields (bytes 0..4 and 8..16: not the CRC field itself);
-/// continue it over the payload with [`checksum_append`].
-pub fn record_checksum_start(ring_id: &RingId, header: &[u8; 16]) -> u32 {
+/// The record checksum's state after the ring id and the header's length,
+/// position and epoch fields (bytes 0..4 and 8..24: not the CRC field
+/// itself); continue it over the payload with [`checksum_append`].
+pub fn record_checksum_start(ring_id: &RingId, header: &RecordHeaderBytes) -> u32 {
     let crc = crc32c::crc32c(&ring_id.0);
     let crc = crc32c::crc32c_append(crc, &header[l::RECORD_LEN_OFFSET..l::RECORD_CRC_OFFSET]);
     crc32c::crc32c_append(crc, &header[l::RECORD_POSITION_OFFSET..])
@@ -726,37 +793,41 @@ pub fn checksum_append(crc: u32, bytes: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, bytes)
 }
 
-/// The CRC32C of a record: over the ring id, header bytes 0..4 and 8..16,
+/// The CRC32C of a record: over the ring id, header bytes 0..4 and 8..24,
 /// and the payload.
-pub fn record_checksum(ring_id: &RingId, header: &[u8; 16], payload: &[u8]) -> u32 {
+pub fn record_checksum(ring_id: &RingId, header: &RecordHeaderBytes, payload: &[u8]) -> u32 {
     checksum_append(record_checksum_start(ring_id, header), payload)
 }
 
-/// The header of the record of `payload` at stream position `position`
-/// in ring `ring_id`, checksum included.
+/// The header of the record of `payload` at stream position `position`,
+/// written by the producer of epoch `epoch` in ring `ring_id`, checksum
+/// included.
 ///
 /// # Errors
 /// [`Error::TooLarge`] for a payload longer than `u32::MAX` bytes.
 pub fn encode_record_header(
     ring_id: &RingId,
     position: u64,
+    epoch: u64,
     payload: &[u8],
-) -> Result<[u8; 16], Error> {
+) -> Result<RecordHeaderBytes, Error> {
     let len = u32::try_from(payload.len()).map_err(|_| Error::TooLarge {
         needed: (payload.len() as u64).saturating_add(l::RECORD_HEADER_LEN),
         capacity: u64::from(u32::MAX),
     })?;
-    let mut h = [0u8; 16];
+    let mut h = [0u8; l::RECORD_HEADER_LEN as usize];
     h[l::RECORD_LEN_OFFSET..l::RECORD_CRC_OFFSET].copy_from_slice(&len.to_le_bytes());
-    h[l::RECORD_POSITION_OFFSET..].copy_from_slice(&position.to_le_bytes());
+    h[l::RECORD_POSITION_OFFSET..l::RECORD_EPOCH_OFFSET].copy_from_slice(&position.to_le_bytes());
+    h[l::RECORD_EPOCH_OFFSET..].copy_from_slice(&epoch.to_le_bytes());
     let crc = record_checksum(ring_id, &h, payload);
     h[l::RECORD_CRC_OFFSET..l::RECORD_POSITION_OFFSET].copy_from_slice(&crc.to_le_bytes());
     Ok(h)
 }
 
-/// Writes the whole record of `payload` at `position` into the start of
-/// `out`: header, payload, zero padding to 16 bytes. Returns its stream
-/// length ([`record_stream_len`](l::record_stream_len)).
+/// Writes the whole record of `payload` at `position` (producer epoch
+/// `epoch`) into the start of `out`: header, payload, zero padding to 8
+/// bytes. Returns its stream length
+/// ([`record_stream_len`](l::record_stream_len)).
 ///
 /// # Errors
 /// [`Error::TooLarge`] for a payload longer than `u32::MAX` bytes or one
@@ -764,10 +835,11 @@ pub fn encode_record_header(
 pub fn encode_record(
     ring_id: &RingId,
     position: u64,
+    epoch: u64,
     payload: &[u8],
     out: &mut [u8],
 ) -> Result<u64, Error> {
-    let header = encode_record_header(ring_id, position, payload)?;
+    let header = encode_record_header(ring_id, position, epoch, payload)?;
     let total = l::record_stream_len(payload.len() as u64);
     let Some(out) = usize::try_from(total).ok().and_then(|n| out.get_mut(..n)) else {
         return Err(Error::TooLarge {
@@ -791,21 +863,27 @@ pub struct RecordHeader {
     pub checksum: u32,
     /// The record's own stream position.
     pub position: u64,
+    /// The epoch of the producer that wrote it.
+    pub epoch: u64,
 }
 
 /// Splits a record header into its fields (no checks).
-pub fn decode_record_header(header: &[u8; 16]) -> RecordHeader {
+pub fn decode_record_header(header: &RecordHeaderBytes) -> RecordHeader {
     let u32_at = |at: usize| {
         let mut x = [0u8; 4];
         x.copy_from_slice(&header[at..at + 4]);
         u32::from_le_bytes(x)
     };
-    let mut pos = [0u8; 8];
-    pos.copy_from_slice(&header[l::RECORD_POSITION_OFFSET..]);
+    let u64_at = |at: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&header[at..at + 8]);
+        u64::from_le_bytes(x)
+    };
     RecordHeader {
         len: u32_at(l::RECORD_LEN_OFFSET),
         checksum: u32_at(l::RECORD_CRC_OFFSET),
-        position: u64::from_le_bytes(pos),
+        position: u64_at(l::RECORD_POSITION_OFFSET),
+        epoch: u64_at(l::RECORD_EPOCH_OFFSET),
     }
 }
 
@@ -822,7 +900,7 @@ fn bad_record(geometry: &Geometry, at: u64, problem: RecordProblem) -> Corruptio
 /// Checks the header of the record at stream position `at`, read as
 /// `header`, against the published end `end`, before anything is sized by
 /// its length: first its position field (a stale or misdirected header
-/// explains a wrong length too), then `16 + len <= end - at`.
+/// explains a wrong length too), then `24 + len <= end - at`.
 ///
 /// # Errors
 /// [`Corruption::BadRecord`] with [`RecordProblem::Stale`],
@@ -830,7 +908,7 @@ fn bad_record(geometry: &Geometry, at: u64, problem: RecordProblem) -> Corruptio
 pub fn check_record_header(
     geometry: &Geometry,
     at: u64,
-    header: &[u8; 16],
+    header: &RecordHeaderBytes,
     end: u64,
 ) -> Result<RecordSpan, Corruption> {
     let h = decode_record_header(header);
@@ -856,6 +934,7 @@ pub fn check_record_header(
             position: at,
             len: h.len,
             next,
+            epoch: h.epoch,
         }),
         _ => Err(bad_record(
             geometry,
@@ -877,7 +956,7 @@ pub fn check_record_header(
 pub fn check_record_checksum(
     geometry: &Geometry,
     span: &RecordSpan,
-    header: &[u8; 16],
+    header: &RecordHeaderBytes,
     computed: u32,
 ) -> Result<(), Corruption> {
     let found = decode_record_header(header).checksum;
@@ -895,35 +974,81 @@ pub fn check_record_checksum(
     }
 }
 
-/// Checks the whole record at `at`: `bytes` holds the stream from `at`
-/// on, and `end` is the published end. The header is checked before the
-/// payload is looked at; nothing outside `bytes` is read: when `bytes`
-/// stops before `end`, the end is taken as `at + bytes.len()`, so give it
-/// every published byte (or use [`check_record_header`] and
-/// [`check_record_checksum`] to read the payload separately).
+/// Checks the epoch of a record whose checksum is right (so the epoch is
+/// what its writer wrote) against the producer sector: exactly its epoch
+/// from `current_from` on, at most its epoch before.
 ///
 /// # Errors
-/// As [`check_record_header`] and [`check_record_checksum`].
+/// [`Corruption::BadRecord`] with [`RecordProblem::Epoch`].
+pub fn check_record_epoch(
+    geometry: &Geometry,
+    span: &RecordSpan,
+    published: &Published,
+) -> Result<(), Corruption> {
+    let ok = if span.position >= published.current_from {
+        span.epoch == published.epoch
+    } else {
+        span.epoch <= published.epoch
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(bad_record(
+            geometry,
+            span.position,
+            RecordProblem::Epoch {
+                expected: published.epoch,
+                found: span.epoch,
+            },
+        ))
+    }
+}
+
+/// Reads a record header from the stream bytes `bytes` (which start at
+/// the header), for a record at `at` in a range ending at `end`. When
+/// fewer than 24 bytes lie before `end` (or in `bytes`), the missing bytes
+/// read as zero and the position field as `at`, so the header check
+/// reports a length problem, never a misplaced record.
+pub fn header_from(at: u64, bytes: &[u8], end: u64) -> RecordHeaderBytes {
+    let mut header = [0u8; l::RECORD_HEADER_LEN as usize];
+    let hl = header.len();
+    let n = usize::try_from(end.saturating_sub(at))
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    if n < hl {
+        header[..n].copy_from_slice(&bytes[..n]);
+        header[l::RECORD_POSITION_OFFSET..l::RECORD_EPOCH_OFFSET]
+            .copy_from_slice(&at.to_le_bytes());
+    } else {
+        header.copy_from_slice(&bytes[..hl]);
+    }
+    header
+}
+
+/// Checks the whole record at `at`: `bytes` holds the stream from `at`
+/// on, and `published` says where the published records end and which
+/// epoch they carry. The header is checked before the payload is looked
+/// at; nothing outside `bytes` is read: when `bytes` stops before the
+/// published end, the end is taken as `at + bytes.len()`, so give it every
+/// published byte (or use [`check_record_header`],
+/// [`check_record_checksum`] and [`check_record_epoch`] to read the
+/// payload separately).
+///
+/// # Errors
+/// As [`check_record_header`], [`check_record_checksum`] and
+/// [`check_record_epoch`].
 pub fn check_record(
     geometry: &Geometry,
     ring_id: &RingId,
     at: u64,
     bytes: &[u8],
-    end: u64,
+    published: &Published,
 ) -> Result<RecordSpan, Corruption> {
-    let end = end.min(at.saturating_add(bytes.len() as u64));
-    let mut header = [0u8; 16];
-    let hl = l::RECORD_HEADER_LEN as usize;
-    if bytes.len() < hl {
-        // Not even a header before the end: a length problem, reported
-        // with whatever length field is there (zero padded).
-        header[..bytes.len()].copy_from_slice(bytes);
-        header[l::RECORD_POSITION_OFFSET..].copy_from_slice(&at.to_le_bytes());
-    } else {
-        header.copy_from_slice(&bytes[..hl]);
-    }
+    let end = published.end.min(at.saturating_add(bytes.len() as u64));
+    let header = header_from(at, bytes, end);
     let span = check_record_header(geometry, at, &header, end)?;
-    // 16 + len <= end - at <= bytes.len(): in bounds.
+    let hl = l::RECORD_HEADER_LEN as usize;
+    // 24 + len <= end - at <= bytes.len(): in bounds.
     let payload = &bytes[hl..hl + span.len as usize];
     check_record_checksum(
         geometry,
@@ -931,6 +1056,7 @@ pub fn check_record(
         &header,
         record_checksum(ring_id, &header, payload),
     )?;
+    check_record_epoch(geometry, &span, published)?;
     Ok(span)
 }
 

@@ -172,6 +172,7 @@ pub fn inspect<D: BlockDevice + ?Sized>(
         &rid,
         codec::scan_start(&p, &c),
         p.position,
+        p.epoch,
     )?);
     // The walk from C keeps a preview of each record until its checksum
     // says whether it is listed.
@@ -181,7 +182,7 @@ pub fn inspect<D: BlockDevice + ?Sized>(
         &geometry,
         &rid,
         c.position,
-        p.position,
+        &codec::Published::by(&p, c.position),
         SCAN_CHUNK,
         read,
         |visit| match visit {
@@ -246,7 +247,7 @@ mod tests {
     use crate::{MemDevice, RecordProblem};
 
     /// A format-2 ring with `payloads` published (written through the
-    /// codec: the producer does not speak format 2 yet), the consumer at
+    /// codec, so that `durable` can be put anywhere), the consumer at
     /// the start of record `consumed` and `durable` at the end of record
     /// `durable`.
     fn ring(payloads: &[&[u8]], consumed: usize, durable: usize) -> (MemDevice, Vec<u64>) {
@@ -258,7 +259,7 @@ mod tests {
         for p in payloads {
             let at = *ends.last().unwrap();
             let mut rec = vec![0u8; l::record_stream_len(p.len() as u64) as usize];
-            encode_record(&rid, at, p, &mut rec).unwrap();
+            encode_record(&rid, at, EPOCH, p, &mut rec).unwrap();
             write_stream(&d, &g, at, &rec);
             ends.push(at + rec.len() as u64);
         }
@@ -281,11 +282,15 @@ mod tests {
         });
     }
 
+    /// The epoch of the producer that wrote the records.
+    const EPOCH: u64 = 1;
+
     fn write_states(d: &MemDevice, rid: &RingId, p: u64, durable: u64, c: u64) {
         let mut s = vec![0u8; 512];
         let producer = State {
             position: p,
             durable,
+            epoch: EPOCH,
             heartbeat: crate::host::now_ns(),
             owner: crate::host::this_process().unwrap(),
             ..State::EMPTY

@@ -19,7 +19,7 @@ use crate::codec::Bytes;
 use crate::error::{Error, Result};
 use crate::format::Geometry;
 use crate::producer::Producer;
-use crate::ring::RingState;
+use crate::ring::{Items, RingState};
 use crate::sync::{now, Condvar, Mutex, MutexGuard};
 
 use super::Dev;
@@ -121,6 +121,10 @@ pub(super) struct Core {
     /// hold the `Core`) live on.
     pub(super) producer: Mutex<Option<Producer<Dev, Bytes>>>,
     pub(super) geometry: Geometry,
+    /// How operations lie in the ring (for their sizes).
+    pub(super) items: Items,
+    /// Format 2: how often the owners' heartbeats are due to be looked at.
+    pub(super) heartbeat_every: Option<Duration>,
     pub(super) name: String,
     pub(super) flush_interval: Duration,
     pub(super) retry_interval: Duration,
@@ -313,7 +317,7 @@ impl Core {
         debug_assert_eq!(orphans, !st.orphans.is_empty());
         if batch.is_empty() && !orphans {
             if !st.queue.is_empty() {
-                self.wait_for_space(st, released);
+                self.wait_for_space(st, released, producer);
             }
             return;
         }
@@ -396,12 +400,41 @@ impl Core {
     /// since `released` releases (sampled before the caller last looked at
     /// the consumer sector), or the journal shuts down (which fails the
     /// queue). The caller then looks again.
-    fn wait_for_space(&self, mut st: MutexGuard<'_, State>, released: u64) {
+    ///
+    /// Format 2: writes the producer's heartbeat while it waits (it holds
+    /// the producer, so the worker cannot).
+    fn wait_for_space<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        released: u64,
+        producer: &mut Producer<Dev, Bytes>,
+    ) {
         st.space_wanted = true;
         self.work.notify_one();
         tracing::debug!(journal = %self.name, "the ring is full: waiting for the worker");
         while st.released == released && !st.shutdown && !st.worker_stopped {
-            st = self.progress.wait(st);
+            st = match self.heartbeat_every {
+                None => self.progress.wait(st),
+                Some(every) => {
+                    let st = self.wait_until(&self.progress, st, now() + every);
+                    drop(st);
+                    if let Err(e) = producer.heartbeat() {
+                        tracing::warn!(journal = %self.name, error = %e, "producer heartbeat failed");
+                        let mut st = self.lock();
+                        st.last_error = Some(format!("producer heartbeat: {e}"));
+                        if matches!(e, Error::Displaced { .. }) {
+                            fail_queue(&mut st, || e.duplicate());
+                            st.space_wanted = false;
+                            drop(st);
+                            self.progress.notify_all();
+                            return;
+                        }
+                        st
+                    } else {
+                        self.lock()
+                    }
+                }
+            };
         }
         st.space_wanted = false;
         if st.worker_stopped && !st.shutdown {

@@ -65,6 +65,18 @@
 //! journal ([`Waiter::sync`] would wait for itself), and should not push
 //! into it: a push into a full ring would wait for the worker forever.
 //!
+//! # Format 2
+//!
+//! On a format-2 ring (an existing one, or a blank device with
+//! [`JournalOptions::format`]), each publication costs one cache flush
+//! instead of two, and the journal holds both sides' owner leases: its
+//! worker writes their heartbeats while the journal is idle (and a pusher
+//! waiting for space writes the producer's), so that no other process
+//! takes a live journal's ring over. If another process takes a side over
+//! anyway (after the lease expired, with `take_over`), the journal stops
+//! using that side: pushes fail with [`Error::Displaced`], or the worker
+//! stops performing.
+//!
 //! # Concurrency
 //!
 //! `push` takes `&self` and may be called from many threads. Pushes made
@@ -143,7 +155,7 @@ use crate::error::{Error, IoOp, Result, SignatureProblem};
 use crate::format::{self, Geometry};
 use crate::layout;
 use crate::producer::Producer;
-use crate::ring::{self, Durability, Options};
+use crate::ring::{self, Durability, Options, RingFormat};
 use crate::sync::{now, thread, Condvar, Mutex};
 
 use self::core::{fail_queue, Core, Counters, State};
@@ -201,6 +213,27 @@ impl JournalOptions {
     /// What an acknowledged push survives; see the [module docs](self).
     pub fn durability(mut self, durability: Durability) -> JournalOptions {
         self.ring = self.ring.durability(durability);
+        self
+    }
+
+    /// The format of the ring created on a blank device (format 1 by
+    /// default); a device that holds a ring keeps its format.
+    pub fn format(mut self, format: RingFormat) -> JournalOptions {
+        self.ring = self.ring.format(format);
+        self
+    }
+
+    /// The owner lease of a format-2 ring created on a blank device (30 s
+    /// by default).
+    pub fn lease(mut self, lease: Duration) -> JournalOptions {
+        self.ring = self.ring.lease(lease);
+        self
+    }
+
+    /// Format 2: take both sides over if their owners' leases have
+    /// expired (see [`Options::take_over`]).
+    pub fn take_over(mut self, take_over: bool) -> JournalOptions {
+        self.ring = self.ring.take_over(take_over);
         self
     }
 
@@ -306,7 +339,7 @@ impl<C: Codec + 'static> Journal<C> {
         E: Display + 'static,
     {
         let device: Dev = Arc::new(device);
-        ensure_ring(&*device)?;
+        ensure_ring(&*device, &options.ring)?;
         let mut consumer = Consumer::attach(device.clone(), options.ring.clone())?;
         let producer = match Producer::attach(device.clone(), options.ring.clone()) {
             Err(Error::Suspended) => {
@@ -320,6 +353,10 @@ impl<C: Codec + 'static> Journal<C> {
         };
         let published = producer.published().offset();
         let start = consumer.position().offset();
+        let items = producer.items();
+        // Format 2: heartbeats well within the lease (a call writes only
+        // when a third of it has passed since the last write).
+        let heartbeat_every = producer.lease().map(|lease| lease / 6);
         let core = Arc::new(Core {
             state: Mutex::new(State {
                 shutdown: false,
@@ -351,6 +388,8 @@ impl<C: Codec + 'static> Journal<C> {
             arrived: Condvar::new(),
             producer: Mutex::new(Some(producer)),
             geometry: consumer.geometry(),
+            items,
+            heartbeat_every,
             name: options.ring.queue.clone(),
             flush_interval: options.flush_interval,
             retry_interval: options.retry_interval,
@@ -365,6 +404,8 @@ impl<C: Codec + 'static> Journal<C> {
             idle_since: Instant::now(),
             unreleased_since: None,
             release_blocked_until: None,
+            next_heartbeat: heartbeat_every.map(|every| now() + every),
+            displaced: false,
         };
         worker.replay(published)?;
         let handle = thread::Builder::new()
@@ -394,7 +435,10 @@ impl<C: Codec> Journal<C> {
     pub fn push(&self, op: &C::Item) -> Result<Waiter> {
         let mut scratch = Vec::new();
         let bytes = self.codec.encode(op, &mut scratch)?.to_vec();
-        let stream_len = self.core.geometry.item_len_fits(bytes.len())?;
+        let stream_len = self
+            .core
+            .items
+            .stream_len(&self.core.geometry, bytes.len())?;
         let seq = self.core.push(bytes, stream_len)?;
         Ok(Waiter {
             core: self.core.clone(),
@@ -538,20 +582,25 @@ impl fmt::Debug for Waiter {
     }
 }
 
-/// Creates a ring on a blank device; refuses a device holding anything
-/// else than a ring (the original treated any attach error as "no ring
-/// yet", and could overwrite what was there).
-fn ensure_ring(device: &dyn BlockDevice) -> Result<()> {
+/// Creates a ring (of the format `options` name) on a blank device;
+/// accepts a ring of either format; refuses a device holding anything else
+/// (the original treated any attach error as "no ring yet", and could
+/// overwrite what was there).
+fn ensure_ring(device: &dyn BlockDevice, options: &Options) -> Result<()> {
     let geometry = Geometry::new(device.sector_size(), device.sectors())?;
     let mut sector = AlignedBuf::zeroed(geometry.sector_size());
     device
         .read(layout::SIGNATURE_SECTOR, &mut sector)
         .map_err(|e| Error::io(IoOp::Read, layout::SIGNATURE_SECTOR, e))?;
+    if format::v2::has_magic(&sector) {
+        // Attach checks the header and reports what is wrong with it.
+        return Ok(());
+    }
     match format::check_signature(&sector) {
         Ok(()) => Ok(()),
         Err(SignatureProblem::Blank) => {
-            ring::create(device)?;
-            tracing::info!(device = %device.describe(), "created a ring for the journal");
+            ring::create_with(device, options)?;
+            tracing::info!(device = %device.describe(), format = %options.format, "created a ring for the journal");
             Ok(())
         }
         Err(problem) => Err(Error::NotInitialised(problem)),

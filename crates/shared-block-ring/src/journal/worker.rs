@@ -35,6 +35,8 @@ enum Job {
     },
     /// Record progress on the device.
     Release,
+    /// Format 2: write the owners' heartbeats if due.
+    Heartbeat,
 }
 
 /// The consumer side, run by the worker thread (and by `start`).
@@ -52,6 +54,10 @@ pub(super) struct Worker<C: Codec> {
     pub(super) unreleased_since: Option<Instant>,
     /// After a failed release, when to try again.
     pub(super) release_blocked_until: Option<Instant>,
+    /// Format 2: when to look at the owners' heartbeats next.
+    pub(super) next_heartbeat: Option<Instant>,
+    /// Format 2: another consumer took the side over: stop.
+    pub(super) displaced: bool,
 }
 
 /// Marks the worker stopped however its thread ends, so that no waiter
@@ -102,6 +108,11 @@ impl<C: Codec> Worker<C> {
             match job {
                 Job::Batch { end_seq, end, ops } => self.batch(end_seq, end, &ops),
                 Job::Release => self.release(),
+                Job::Heartbeat => self.heartbeat(),
+            }
+            if self.displaced {
+                tracing::error!(journal = %self.core.name, "another consumer took the ring over: the worker stops");
+                return;
             }
         }
         if self.unreleased_since.is_some() {
@@ -138,6 +149,12 @@ impl<C: Codec> Worker<C> {
                     return Some(job);
                 }
                 wake = Some(due);
+            }
+            if let Some(at) = self.next_heartbeat {
+                if at <= now {
+                    return Some(Job::Heartbeat);
+                }
+                wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             if let Some(since) = self.unreleased_since {
                 let unreleased = self.performed_pos - self.consumer.position().offset();
@@ -256,6 +273,30 @@ impl<C: Codec> Worker<C> {
         }
     }
 
+    /// Format 2: writes the consumer's heartbeat, and the producer's when
+    /// no pusher is publishing (a publication writes one anyway, and a
+    /// pusher waiting for space writes its own).
+    fn heartbeat(&mut self) {
+        if let (Some(at), Some(every)) = (self.next_heartbeat, self.core.heartbeat_every) {
+            self.next_heartbeat = Some(at.max(now()) + every);
+        }
+        let consumer = self.consumer.heartbeat();
+        let idle = !self.core.lock().committing;
+        let producer = match self.core.producer.lock().as_mut() {
+            Some(p) if idle => p.heartbeat(),
+            _ => Ok(()),
+        };
+        for (whose, r) in [("consumer", consumer), ("producer", producer)] {
+            if let Err(e) = r {
+                tracing::warn!(journal = %self.core.name, error = %e, "{whose} heartbeat failed");
+                self.core.lock().last_error = Some(format!("{whose} heartbeat: {e}"));
+                if whose == "consumer" && matches!(e, crate::Error::Displaced { .. }) {
+                    self.displaced = true;
+                }
+            }
+        }
+    }
+
     /// Records progress: the consumer position moves to the last performed
     /// operation, freeing its space.
     fn release(&mut self) {
@@ -267,6 +308,9 @@ impl<C: Codec> Worker<C> {
                 self.core.progress.notify_all();
             }
             Err(e) => {
+                if matches!(e, crate::Error::Displaced { .. }) {
+                    self.displaced = true;
+                }
                 tracing::warn!(journal = %self.core.name, error = %e, "recording the journal's progress failed");
                 self.release_blocked_until = Some(now() + self.core.retry_interval);
                 self.core.lock().last_error = Some(format!("recording progress: {e}"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use shared_block_ring::Durability;
 
 use super::clock::median;
-use super::fixture::stream_len;
+use super::fixture::{stream_len, stream_len_in};
 use super::limits::{Limits, Meter, Metric};
 use super::BenchError;
 
@@ -33,6 +33,20 @@ pub enum Kind {
     Drain,
     /// One item from push to pop on an idle ring.
     Latency,
+    /// Format 2: a producer publishing `batch` items per advance, one
+    /// flush per publication.
+    Publish2 {
+        /// Items per advance.
+        batch: u64,
+    },
+    /// Format 2: the journal with `threads` pushing threads, one flush
+    /// per commit.
+    Journal2 {
+        /// Pushing threads.
+        threads: u64,
+    },
+    /// Format 2: one item from push to pop on an idle ring.
+    Latency2,
 }
 
 /// The device limit matching a row, in items/s, and how it was derived.
@@ -45,10 +59,20 @@ pub enum Kind {
 /// (process-crash writes are not flushed and may beat it). Consumers: one
 /// flush per release in the power-loss mode, one small write otherwise,
 /// and the read bandwidth. Latency: two writes (durable in the power-loss
-/// mode) and a read.
+/// mode) and a read. Format 2 publishes with one flush: its producer rows
+/// are held to `batch` x the small O_DSYNC write rate (one write and one
+/// flush each), its latency to one of those and a read.
 pub fn limit(kind: Kind, durability: Durability, payload: usize, l: &Limits) -> LimitInfo {
     use Metric::*;
-    let s = stream_len(payload) as f64;
+    let format2 = matches!(
+        kind,
+        Kind::Publish2 { .. } | Kind::Journal2 { .. } | Kind::Latency2
+    );
+    let s = if format2 {
+        stream_len_in(shared_block_ring::RingFormat::V2, payload)
+    } else {
+        stream_len(payload)
+    } as f64;
     let write_bw = l.write_bw() / s;
     let read_bw = l.read_bw() / s;
     let pl = durability == Durability::PowerLoss;
@@ -93,6 +117,44 @@ pub fn limit(kind: Kind, durability: Durability, payload: usize, l: &Limits) -> 
                 bw()
             }
         }
+        Kind::Publish2 { batch: n } | Kind::Journal2 { threads: n } => {
+            let what = if matches!(kind, Kind::Journal2 { .. }) {
+                format!("{n} pushers per commit")
+            } else {
+                format!("{n} items per publish")
+            };
+            let (rate, metric, how, per) = if pl {
+                (
+                    l.dsync_small_writes_per_s,
+                    DsyncSmall,
+                    "O_DSYNC writes/s (one flush per publish)",
+                    1.0,
+                )
+            } else {
+                (
+                    l.small_writes_per_s,
+                    SmallWrite,
+                    "O_DIRECT writes/s / 2 (records and pointer, no flush)",
+                    2.0,
+                )
+            };
+            let io_bound = n as f64 * rate / per;
+            if io_bound <= write_bw {
+                info(io_bound, format!("{what} x {small} B {how}"), &[metric])
+            } else {
+                bw()
+            }
+        }
+        Kind::Latency2 if pl => info(
+            1.0 / latency_floor_2_s(l),
+            format!("1 / (one {small} B O_DSYNC write + one {small} B O_DIRECT read)"),
+            &[DsyncSmall, SmallRead],
+        ),
+        Kind::Latency2 => info(
+            1.0 / (2.0 / l.small_writes_per_s + 1.0 / l.small_reads_per_s),
+            format!("1 / (two {small} B O_DIRECT writes + one {small} B read)"),
+            &[SmallWrite, SmallRead],
+        ),
         Kind::Stream => bw(),
         Kind::Pop => {
             let (rate, metric, how) = small_write(
@@ -134,6 +196,12 @@ pub struct LimitInfo {
 /// push and the pop that sees it in the power-loss mode (T5).
 pub fn latency_floor_s(l: &Limits) -> f64 {
     2.0 / l.dsync_small_writes_per_s + 1.0 / l.small_reads_per_s
+}
+
+/// Format 2: one durable small write (one flush) and one small read
+/// (T10).
+pub fn latency_floor_2_s(l: &Limits) -> f64 {
+    1.0 / l.dsync_small_writes_per_s + 1.0 / l.small_reads_per_s
 }
 
 /// A row's device limit, measured again before each repetition of the

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shared_block_ring::device::{self, BlockDevice, ChainError, Io, Op};
-use shared_block_ring::{create, layout, AlignedBuf, FileDevice, FileOptions, Side};
+use shared_block_ring::{layout, AlignedBuf, FileDevice, FileOptions, Side};
 
 use super::BenchError;
 use crate::common::OpenArgs;
@@ -337,11 +337,20 @@ impl RingDev {
     /// Makes the device hold a new, empty ring (positions 0), whatever it
     /// held: blanks the signature, then creates. Nobody may be attached.
     pub fn fresh(&self) -> Result<(), BenchError> {
+        self.fresh_format(shared_block_ring::RingFormat::V1)
+    }
+
+    /// [`fresh`](Self::fresh), with a ring of `format` (a format-2 ring
+    /// gets a new ring id: whatever an earlier ring left is never taken
+    /// for its records).
+    pub fn fresh_format(&self, format: shared_block_ring::RingFormat) -> Result<(), BenchError> {
         let d = self.open()?;
         let blank = AlignedBuf::zeroed(d.sector_size());
         d.write_durable(layout::SIGNATURE_SECTOR, &blank)
             .map_err(|e| BenchError::io(&self.spec, "blanking the signature", e))?;
-        create(&d).map_err(|e| BenchError::ring(&self.spec, e))?;
+        let options = shared_block_ring::Options::new().format(format);
+        shared_block_ring::create_with(&d, &options)
+            .map_err(|e| BenchError::ring(&self.spec, e))?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use shared_block_ring::{layout, Consumer, Durability, Options, Producer};
+use shared_block_ring::{layout, Consumer, Durability, Options, Producer, RingFormat};
 
 use super::device::{Dev, IoStats, RingDev};
 use super::BenchError;
@@ -33,7 +33,16 @@ pub fn options(durability: Durability, client: &str) -> Options {
 impl Pair {
     /// Writes a new ring on `dev` and attaches to it.
     pub fn new(dev: &RingDev, durability: Durability) -> Result<Pair, BenchError> {
-        dev.fresh()?;
+        Pair::new_format(dev, durability, RingFormat::V1)
+    }
+
+    /// Writes a new ring of `format` on `dev` and attaches to it.
+    pub fn new_format(
+        dev: &RingDev,
+        durability: Durability,
+        format: RingFormat,
+    ) -> Result<Pair, BenchError> {
+        dev.fresh_format(format)?;
         let pd = dev.open()?;
         let pstats = pd.stats();
         let p = Producer::attach(pd, options(durability, "bench producer"))?;
@@ -81,10 +90,10 @@ impl Pair {
 }
 
 /// The largest batch of `payload`-byte items that fits half a ring of
-/// `capacity` bytes (so that a measurement can publish at least two), at
-/// least 1.
-pub fn cap_batch(capacity: u64, payload: usize, batch: u64) -> u64 {
-    let fit = capacity / 2 / stream_len(payload);
+/// `capacity` bytes of `format` (so that a measurement can publish at
+/// least two), at least 1.
+pub fn cap_batch_in(format: RingFormat, capacity: u64, payload: usize, batch: u64) -> u64 {
+    let fit = capacity / 2 / stream_len_in(format, payload);
     batch.min(fit.max(1))
 }
 
@@ -97,4 +106,13 @@ pub fn item(payload: usize) -> Vec<u8> {
 /// Stream bytes an item of `payload` bytes occupies in the ring.
 pub fn stream_len(payload: usize) -> u64 {
     layout::item_stream_len(payload as u64)
+}
+
+/// Stream bytes an item of `payload` bytes occupies in a ring of `format`
+/// (format 2's records carry a 24-byte header).
+pub fn stream_len_in(format: RingFormat, payload: usize) -> u64 {
+    match format {
+        RingFormat::V1 => stream_len(payload),
+        _ => layout::v2::record_stream_len(payload as u64),
+    }
 }

@@ -1,5 +1,5 @@
 //! What a run produces: the rows and system figures the scenario
-//! families find ([`Findings`]), the table ([`row`]), the targets T1..T8
+//! families find ([`Findings`]), the table ([`row`]), the targets T1..T11
 //! read from them ([`targets`]), the JSON report and the plot ([`plot`]).
 
 use std::io::Write as _;
@@ -151,7 +151,7 @@ pub struct Report {
     pub limits: Limits,
     /// Steps 2 and 3, and the system measurements (NBD, CLI memory).
     pub rows: Vec<Row>,
-    /// T1..T8.
+    /// T1..T11.
     pub targets: Vec<Target>,
     /// Scenarios run on both I/O paths in this run.
     pub io_paths: Vec<PathComparison>,

@@ -1,5 +1,5 @@
-//! The targets T1..T8 of the performance issue, read from the rows and
-//! the system figures of a run. A target is met when every one of its
+//! The targets T1..T8 of the performance issue, and T9..T11 of format 2
+//! (issue 11), read from the rows and the system figures of a run. A target is met when every one of its
 //! parts is; its headline is the part furthest from its goal. A new
 //! target reads the rows it needs by scenario name, durability and
 //! payload ([`find`]).
@@ -9,7 +9,7 @@ use shared_block_ring::Durability;
 
 use super::row::Row;
 use super::{Allocations, CliRun, Findings};
-use crate::bench::measure::basis::latency_floor_s;
+use crate::bench::measure::basis::{latency_floor_2_s, latency_floor_s};
 use crate::bench::measure::limits::Limits;
 use crate::bench::measure::Config;
 
@@ -71,10 +71,10 @@ impl Part {
     }
 }
 
-/// One of the issue's targets, T1..T8.
+/// One of the issues' targets, T1..T11.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
-    /// `T1`..`T8`.
+    /// `T1`..`T11`.
     pub id: String,
     /// The target as the issue states it.
     pub description: String,
@@ -152,6 +152,20 @@ fn fmt_value(x: f64) -> String {
     }
 }
 
+/// A row's items/s, its ratio to its limit, and its limit; NaN when the
+/// row was not measured.
+fn rate(r: Option<&Row>) -> f64 {
+    r.map_or(f64::NAN, |r| r.items_per_s)
+}
+
+fn ratio(r: Option<&Row>) -> f64 {
+    r.map_or(f64::NAN, |r| r.ratio_to_limit)
+}
+
+fn limit_of(r: Option<&Row>) -> f64 {
+    r.map_or(f64::NAN, |r| r.limit)
+}
+
 /// The row of `scenario` in `durability` mode for `payload`-byte items.
 pub fn find<'r>(
     rows: &'r [Row],
@@ -164,7 +178,7 @@ pub fn find<'r>(
     })
 }
 
-/// T1..T8, from what a run found.
+/// T1..T11, from what a run found.
 pub fn targets(found: &Findings, l: &Limits, cfg: &Config) -> Vec<Target> {
     let rows = &found.rows[..];
     let allocs = found.allocations.as_ref();
@@ -174,12 +188,9 @@ pub fn targets(found: &Findings, l: &Limits, cfg: &Config) -> Vec<Target> {
     let nbd_ratio = nbd_ratios(rows);
     let pl = Durability::PowerLoss;
     let get = |scenario: &str, payload: usize| find(rows, scenario, pl, payload);
-    let rate = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.items_per_s);
     let small = l.small_bytes;
     let mut out = Vec::new();
 
-    let ratio = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.ratio_to_limit);
-    let limit_of = |r: Option<&Row>| r.map_or(f64::NAN, |r| r.limit);
     let alongside = "against the device limit measured alongside the row";
 
     let t1_row = get("push+advance", 100);
@@ -387,6 +398,86 @@ pub fn targets(found: &Findings, l: &Limits, cfg: &Config) -> Vec<Target> {
         } else {
             "batches of 256 published with advance, drained by a consumer thread, on the same image".to_string()
         },
+    ));
+    out.extend(format2_targets(rows, l));
+    out
+}
+
+/// T9..T11: format 2 against the device's single-flush rate (the small
+/// O_DSYNC write rate: one write and one flush), measured alongside each
+/// row.
+fn format2_targets(rows: &[Row], l: &Limits) -> Vec<Target> {
+    let pl = Durability::PowerLoss;
+    let get = |scenario: &str| find(rows, scenario, pl, 100);
+    let small = l.small_bytes;
+    let mut out = Vec::new();
+
+    let t9 = get("format 2 push+advance");
+    let f1 = get("push+advance");
+    out.push(Target::new(
+        "T9",
+        "format 2, unbatched durable push+advance of 100-byte items: at least 0.85 x the device's single-flush rate",
+        vec![Part::at_least(
+            format!("items/s / {small} B O_DSYNC writes/s"),
+            ratio(t9),
+            0.85,
+            "x",
+        )],
+        format!(
+            "{:.0} items/s against a single-flush rate of {:.0}/s measured alongside (step 1: {:.0}); format 1 \
+             (two flushes): {:.0} items/s, {:.2} x its own single-flush rate; flushes per publication: {}",
+            rate(t9),
+            limit_of(t9),
+            l.dsync_small_writes_per_s,
+            rate(f1),
+            ratio(f1) / 2.0,
+            t9.and_then(|r| r.io.map(|io| io.flushes as f64 / io.publishes.max(1) as f64))
+                .map_or("n/a".into(), |f| format!("{f:.2}")),
+        ),
+    ));
+
+    let t10 = get("format 2 latency, idle consumer");
+    let floor_us = 1e6 / limit_of(t10);
+    let p50 = t10.and_then(|r| r.latency_p50_us).unwrap_or(f64::NAN);
+    out.push(Target::new(
+        "T10",
+        "format 2, push-to-pop latency of 100-byte items between two processes on an idle ring: p50 at most 1.5 x (one flush + one read)",
+        vec![Part::at_most(
+            "p50 push-to-pop latency, 100 B, idle consumer",
+            p50,
+            1.5 * floor_us,
+            "us",
+        )],
+        format!(
+            "floor (one {small} B O_DSYNC write + one {small} B O_DIRECT read, measured alongside): {floor_us:.0} us \
+             (from step 1: {:.0} us); p99 {:.0} us; format 1 idle p50: {:.0} us",
+            latency_floor_2_s(l) * 1e6,
+            t10.and_then(|r| r.latency_p99_us).unwrap_or(f64::NAN),
+            get("latency, idle consumer")
+                .and_then(|r| r.latency_p50_us)
+                .unwrap_or(f64::NAN),
+        ),
+    ));
+
+    let t11 = get("format 2 journal 4 threads");
+    // The row's limit is 4 x the single-flush rate measured alongside it.
+    let per_flush = ratio(t11) * 4.0;
+    out.push(Target::new(
+        "T11",
+        "format 2, the journal with 4 threads pushing 100-byte operations concurrently: at least 3 x the device's single-flush rate",
+        vec![Part::at_least(
+            "journal (4 threads) items/s / single-flush rate",
+            per_flush,
+            3.0,
+            "x",
+        )],
+        format!(
+            "{:.0} items/s against a single-flush rate of {:.0}/s measured alongside; {:.2} operations per commit; \
+             each push waits for one flush (its commit's), so 4 blocking threads can reach 4 operations per flush at most",
+            rate(t11),
+            limit_of(t11) / 4.0,
+            t11.and_then(|r| r.items_per_publish).unwrap_or(f64::NAN),
+        ),
     ));
     out
 }

@@ -12,6 +12,7 @@
 //! drain (T4), the idle-consumer latency (T5) and the allocations (T7).
 
 use shared_block_ring::device::Io;
+use shared_block_ring::RingFormat;
 
 use super::latency::Pause;
 use super::{allocations, consume, latency, publish, stream, Case, Ctx, Family};
@@ -35,7 +36,7 @@ impl Family for IoPaths {
         } = case;
         let mark = |row: Row| marked(row, other);
         ctx.row(out, "io-paths", case, || {
-            publish::publish(&octx, d, p, 1).map(mark)
+            publish::publish(&octx, d, p, 1, RingFormat::V1).map(mark)
         })?;
         ctx.row(out, "io-paths", case, || {
             stream::stream(&octx, d, p).map(mark)
@@ -46,7 +47,7 @@ impl Family for IoPaths {
         })?;
         if p == 100 {
             ctx.row(out, "io-paths", case, || {
-                latency::latency(&octx, d, p, Pause::Idle).map(mark)
+                latency::latency(&octx, case, Pause::Idle, RingFormat::V1).map(mark)
             })?;
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use shared_block_ring::{Durability, Error, Journal as RingJournal, JournalOptions, Side};
+use shared_block_ring::{Durability, Error, Journal as RingJournal, JournalOptions, RingFormat, Side};
 
 use super::{bench_row, Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
@@ -21,7 +21,7 @@ impl Family for Journal {
     fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
         for threads in [1, 4] {
             ctx.row(out, "journal", case, || {
-                journal(ctx, case.durability, case.payload, threads)
+                journal(ctx, case.durability, case.payload, threads, RingFormat::V1)
             })?;
         }
         Ok(())
@@ -29,22 +29,27 @@ impl Family for Journal {
 }
 
 /// The journal with `threads` threads pushing concurrently and a no-op
-/// perform.
-fn journal(
+/// perform, on a ring of `format`.
+pub(super) fn journal(
     ctx: &Ctx,
     durability: Durability,
     payload: usize,
     threads: u64,
+    format: RingFormat,
 ) -> Result<Row, BenchError> {
     let data = item(payload);
     let mut rates = Vec::new();
     let mut pushes = 0u64;
     let mut commits = 0u64;
     let mut io = IoCounts::default();
-    let mut paired = ctx.paired(Kind::Journal { threads }, durability, payload);
+    let kind = match format {
+        RingFormat::V1 => Kind::Journal { threads },
+        _ => Kind::Journal2 { threads },
+    };
+    let mut paired = ctx.paired(kind, durability, payload);
     for _ in 0..ctx.cfg.reps {
         paired.sample()?;
-        ctx.ring.fresh()?;
+        ctx.ring.fresh_format(format)?;
         let dev = ctx.ring.open()?;
         let stats = dev.stats();
         let options = JournalOptions::new()
@@ -88,7 +93,10 @@ fn journal(
         rates.push(n as f64 / elapsed.as_secs_f64());
     }
     let plural = if threads == 1 { "" } else { "s" };
-    let scenario = format!("journal {threads} thread{plural}");
+    let scenario = format!(
+        "{}journal {threads} thread{plural}",
+        super::publish::prefix(format)
+    );
     let mut row = bench_row(scenario, durability, payload, 1, rates, paired);
     if commits > 0 {
         // The journal's producer and consumer share one device handle:

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use shared_block_ring::{Consumer, Durability, Producer};
+use shared_block_ring::{Consumer, Durability, Producer, RingFormat};
 
 use super::{Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
@@ -28,11 +28,11 @@ pub struct Latency;
 impl Family for Latency {
     fn ring_rows(&self, ctx: &Ctx, case: Case, out: &mut Findings) -> Result<(), BenchError> {
         ctx.row(out, "latency", case, || {
-            latency(ctx, case.durability, case.payload, Pause::Short)
+            latency(ctx, case, Pause::Short, RingFormat::V1)
         })?;
         if case.payload == 100 {
             ctx.row(out, "latency", case, || {
-                latency(ctx, case.durability, case.payload, Pause::Idle)
+                latency(ctx, case, Pause::Idle, RingFormat::V1)
             })?;
         }
         Ok(())
@@ -120,15 +120,17 @@ pub enum Pause {
     Idle,
 }
 
-/// One latency row: push to pop between this process and a peer.
+/// One latency row: push to pop between this process and a peer, on a
+/// ring of `format`.
 pub(super) fn latency(
     ctx: &Ctx,
-    durability: Durability,
-    payload: usize,
+    case: Case,
     pause: Pause,
+    format: RingFormat,
 ) -> Result<Row, BenchError> {
-    let payload = payload.max(MIN_PAYLOAD);
-    ctx.ring.fresh()?;
+    let durability: Durability = case.durability;
+    let payload = case.payload.max(MIN_PAYLOAD);
+    ctx.ring.fresh_format(format)?;
     let dev = ctx.ring.open()?;
     let pstats = dev.stats();
     let mut producer = Producer::attach(dev, options(durability, "bench producer"))?;
@@ -164,7 +166,11 @@ pub(super) fn latency(
     let mut data = item(payload);
     let mut rng = rand::rng();
     let mut samples = Vec::new();
-    let mut paired = ctx.paired(Kind::Latency, durability, payload);
+    let kind = match format {
+        RingFormat::V1 => Kind::Latency,
+        _ => Kind::Latency2,
+    };
+    let mut paired = ctx.paired(kind, durability, payload);
     let per_rep = ctx.cfg.latency_budget / ctx.cfg.reps as u32;
     let p0 = pstats.snapshot();
     for _ in 0..ctx.cfg.reps {
@@ -203,10 +209,14 @@ pub(super) fn latency(
     let p50 = percentile(&mut samples, 0.5);
     let p99 = percentile(&mut samples, 0.99);
     let mut row = Row::new(
-        match pause {
-            Pause::Short => "latency (2 processes)",
-            Pause::Idle => "latency, idle consumer",
-        },
+        format!(
+            "{}{}",
+            super::publish::prefix(format),
+            match pause {
+                Pause::Short => "latency (2 processes)",
+                Pause::Idle => "latency, idle consumer",
+            }
+        ),
         durability,
         "bench device",
         payload,

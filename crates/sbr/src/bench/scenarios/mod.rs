@@ -57,6 +57,7 @@ families![
     latency::Latency,
     io_paths::IoPaths,
     journal::Journal,
+    format2::Format2,
     allocations::Allocs,
     idle::Idle,
     cli::Cli,

@@ -2,12 +2,12 @@
 //! 256 items per advance, against `batch` x the rate of the device writes
 //! a publication needs.
 
-use shared_block_ring::{Durability, Side};
+use shared_block_ring::{Durability, RingFormat, Side};
 
 use super::{bench_row, Case, Ctx, Family};
 use crate::bench::measure::basis::Kind;
 use crate::bench::measure::clock::Stopwatch;
-use crate::bench::measure::fixture::{cap_batch, item, stream_len, Pair};
+use crate::bench::measure::fixture::{cap_batch_in, item, stream_len_in, Pair};
 use crate::bench::measure::BenchError;
 use crate::bench::report::row::Row;
 use crate::bench::report::Findings;
@@ -24,25 +24,31 @@ impl Family for Publish {
                 "push_many"
             };
             ctx.row(out, name, case, || {
-                publish(ctx, case.durability, case.payload, batch)
+                publish(ctx, case.durability, case.payload, batch, RingFormat::V1)
             })?;
         }
         Ok(())
     }
 }
 
-/// push+advance one at a time (`batch` 1) or push_many+advance.
+/// push+advance one at a time (`batch` 1) or push_many+advance, on a ring
+/// of `format` (format 2's rows are named "format 2 ...").
 pub(super) fn publish(
     ctx: &Ctx,
     durability: Durability,
     payload: usize,
     batch: u64,
+    format: RingFormat,
 ) -> Result<Row, BenchError> {
-    let used = cap_batch(ctx.geometry.capacity(), payload, batch);
+    let used = cap_batch_in(format, ctx.geometry.capacity(), payload, batch);
     let data = item(payload);
-    let mut pair = Pair::new(&ctx.ring, durability)?;
-    let need = used * stream_len(payload);
-    let mut paired = ctx.paired(Kind::Publish { batch: used }, durability, payload);
+    let mut pair = Pair::new_format(&ctx.ring, durability, format)?;
+    let need = used * stream_len_in(format, payload);
+    let kind = match format {
+        RingFormat::V1 => Kind::Publish { batch: used },
+        _ => Kind::Publish2 { batch: used },
+    };
+    let mut paired = ctx.paired(kind, durability, payload);
     let mut rates = Vec::new();
     let before = pair.pstats.snapshot();
     let mut total = 0u64;
@@ -75,6 +81,7 @@ pub(super) fn publish(
     } else {
         format!("push_many({batch})+advance")
     };
+    let scenario = format!("{}{scenario}", prefix(format));
     let mut row = bench_row(scenario, durability, payload, used, rates, paired);
     // Releases by the bench make the producer flush before reusing space:
     // count only what the producer did (its own device handle).
@@ -86,4 +93,13 @@ pub(super) fn publish(
         ));
     }
     Ok(row)
+}
+
+/// What a scenario name starts with for a ring of `format`: nothing for
+/// format 1, `format 2 ` for format 2.
+pub(super) fn prefix(format: RingFormat) -> &'static str {
+    match format {
+        RingFormat::V1 => "",
+        _ => "format 2 ",
+    }
 }

@@ -6,7 +6,9 @@
 //! covers. So attach does not trust `P` alone: it checks every record from
 //! `max(C, durable)` (everything before was made durable by a completed
 //! flush, or has been released) to `P`, and the end of the run of valid
-//! records, `q`, is where the ring's published items really end.
+//! records, `q`, is where the ring's published items really end. A valid
+//! record must also carry the producer sector's epoch: a record that an
+//! earlier producer left where the lost one should be ends the run too.
 //!
 //! [`scan`] is pure: it reads stream sectors through a closure (a device,
 //! an image in memory, a fuzzer's bytes) and holds at most
@@ -14,8 +16,9 @@
 //! decodes the three head sectors and runs the scan.
 
 use super::{
-    check_record_checksum, check_record_header, checksum_append, decode_state, detect,
-    record_checksum_start, scan_start, Detected, Header, RingId, State,
+    check_record_checksum, check_record_epoch, check_record_header, checksum_append, decode_state,
+    detect, header_from, record_checksum_start, scan_start, Detected, Header, Published, RingId,
+    State,
 };
 use crate::device::AlignedBuf;
 use crate::error::{Corruption, Error, Side};
@@ -33,6 +36,9 @@ pub struct Scan {
     pub start: u64,
     /// Where it was asked to stop: `P`.
     pub stop: u64,
+    /// The epoch every record in the range must carry (the producer
+    /// sector's).
+    pub epoch: u64,
     /// `q`: the end of the run of valid records from `start`; `stop` when
     /// every record is valid.
     pub end: u64,
@@ -50,13 +56,14 @@ impl Scan {
 }
 
 /// Validates the records from `from` to `to` (stream positions) of ring
-/// `ring_id`, reading stream sectors with `read(stream_sector, buf)`: it
-/// must fill `buf` with the `buf.len() / sector_size` stream sectors from
+/// `ring_id`, each of which must carry the producer epoch `epoch`,
+/// reading stream sectors with `read(stream_sector, buf)`: it must fill
+/// `buf` with the `buf.len() / sector_size` stream sectors from
 /// `stream_sector` on (wrapping as the ring does; never more than the data
 /// area at once). Only the sectors that hold `[from, to)` are read.
 ///
 /// A range that no ring could have (`from > to`, more than the capacity,
-/// not a multiple of 16) is reported as the problem, with nothing read.
+/// not a multiple of 8) is reported as the problem, with nothing read.
 ///
 /// # Errors
 /// Only what `read` returns; invalid records are results, not errors.
@@ -65,9 +72,23 @@ pub fn scan<E>(
     ring_id: &RingId,
     from: u64,
     to: u64,
+    epoch: u64,
     read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
 ) -> Result<Scan, E> {
-    walk(geometry, ring_id, from, to, SCAN_CHUNK, read, |_| {})
+    let published = Published {
+        end: to,
+        epoch,
+        current_from: from,
+    };
+    walk(
+        geometry,
+        ring_id,
+        from,
+        &published,
+        SCAN_CHUNK,
+        read,
+        |_| {},
+    )
 }
 
 /// What [`walk`] shows its visitor.
@@ -79,21 +100,25 @@ pub(crate) enum Visit<'a> {
     Valid(&'a super::RecordSpan),
 }
 
-/// [`scan`] with a chosen chunk size (tests use tiny ones to cross every
-/// refill path), showing each record's payload and verdict to `visit`
-/// (the inspector keeps previews of the valid ones).
+/// [`scan`] from `from` to `published.end` under `published`'s epoch
+/// rule (the inspector walks from `C`, where records before `durable` may
+/// carry older epochs), with a chosen chunk size (tests use tiny ones to
+/// cross every refill path), showing each record's payload and verdict to
+/// `visit` (the inspector keeps previews of the valid ones).
 pub(crate) fn walk<E>(
     geometry: &Geometry,
     ring_id: &RingId,
     from: u64,
-    to: u64,
+    published: &Published,
     chunk: usize,
     read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
     mut visit: impl FnMut(Visit<'_>),
 ) -> Result<Scan, E> {
+    let to = published.end;
     let mut result = Scan {
         start: from,
         stop: to,
+        epoch: published.epoch,
         end: from,
         records: 0,
         problem: None,
@@ -105,8 +130,12 @@ pub(crate) fn walk<E>(
     let mut window = Window::new(geometry, to, chunk, read);
     let mut at = from;
     while at < to {
-        let mut header = [0u8; l::RECORD_HEADER_LEN as usize];
-        window.copy(at, &mut header)?;
+        // A header may straddle sectors and chunks; one that runs past the
+        // range is read up to its end only (and fails the length check).
+        let mut bytes = [0u8; l::RECORD_HEADER_LEN as usize];
+        let n = (to - at).min(l::RECORD_HEADER_LEN) as usize;
+        window.copy(at, &mut bytes[..n])?;
+        let header = header_from(at, &bytes[..n], to);
         let span = match check_record_header(geometry, at, &header, to) {
             Ok(span) => span,
             Err(problem) => {
@@ -128,7 +157,9 @@ pub(crate) fn walk<E>(
             });
             p += bytes.len() as u64;
         }
-        if let Err(problem) = check_record_checksum(geometry, &span, &header, crc) {
+        if let Err(problem) = check_record_checksum(geometry, &span, &header, crc)
+            .and_then(|()| check_record_epoch(geometry, &span, published))
+        {
             result.problem = Some(problem);
             break;
         }
@@ -140,7 +171,7 @@ pub(crate) fn walk<E>(
     Ok(result)
 }
 
-/// `from <= to <= from + capacity`, both multiples of 16.
+/// `from <= to <= from + capacity`, both multiples of 8.
 fn check_range(geometry: &Geometry, from: u64, to: u64) -> Result<(), Corruption> {
     for (value, field, byte, sector) in [
         (
@@ -227,8 +258,8 @@ impl<'g, E, F: FnMut(u64, &mut [u8]) -> Result<(), E>> Window<'g, F> {
         Ok(&self.buf[off..off + n])
     }
 
-    /// Copies `out.len()` bytes from `at` (a record header: 16 aligned
-    /// bytes, never crossing a sector).
+    /// Copies `out.len()` bytes from `at` (a record header, which may cross
+    /// sectors and windows; all before `to`).
     fn copy(&mut self, at: u64, out: &mut [u8]) -> Result<(), E> {
         let mut done = 0;
         while done < out.len() {
@@ -308,6 +339,7 @@ pub fn recover(
         &header.ring_id,
         scan_start(&producer, &consumer),
         producer.position,
+        producer.epoch,
         read,
     )?;
     Ok(Recovery {

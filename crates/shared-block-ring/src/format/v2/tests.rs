@@ -244,6 +244,7 @@ fn producer_state() -> State {
         durable: 2048,
         heartbeat: 0x1122_3344_5566_7788,
         owner: owner(),
+        epoch: 0x0a0b_0c0d,
     }
 }
 
@@ -264,7 +265,8 @@ fn producer_sector_is_byte_exact() {
     expected[88..92].copy_from_slice(&4242u32.to_le_bytes());
     expected[92..96].copy_from_slice(&4_026_531_836u32.to_le_bytes());
     expected[96..102].copy_from_slice(b"node-1");
-    expected[508..512].copy_from_slice(&0x71f8_2602u32.to_le_bytes());
+    expected[160..168].copy_from_slice(&0x0a0b_0c0du64.to_le_bytes());
+    expected[508..512].copy_from_slice(&0x5f4e_8befu32.to_le_bytes());
     assert_eq!(s, expected);
     assert_eq!(
         decode_state(Side::Producer, &RID, &s).unwrap(),
@@ -273,7 +275,7 @@ fn producer_sector_is_byte_exact() {
 }
 
 #[test]
-fn consumer_sector_has_its_tag_text_and_no_durable() {
+fn consumer_sector_has_its_tag_text_and_no_durable_or_epoch() {
     let mut s = vec![0u8; 4096];
     let st = State {
         position: 1024,
@@ -288,13 +290,21 @@ fn consumer_sector_has_its_tag_text_and_no_durable() {
     encode_state(Side::Consumer, &RID, &st, Some(label), &mut s);
     assert_eq!((s[8], s[9]), (1, 2));
     assert_eq!(&s[40..48], &[0; 8]);
+    assert_eq!(&s[160..168], &[0; 8]);
     assert!(s[512..].iter().all(|&b| b == 0));
     assert_eq!(
         state_text(&s),
         b"q used by c; consumer = 1024; suspend = true"
     );
     let back = decode_state(Side::Consumer, &RID, &s).unwrap();
-    assert_eq!(back, State { durable: 0, ..st });
+    assert_eq!(
+        back,
+        State {
+            durable: 0,
+            epoch: 0,
+            ..st
+        }
+    );
 }
 
 #[test]
@@ -414,27 +424,27 @@ fn state_field_checks_name_sector_and_byte() {
             value: 0
         }
     );
-    let e = check(Side::Producer, 0, &4104u64.to_le_bytes());
+    let e = check(Side::Producer, 0, &4100u64.to_le_bytes());
     assert!(
         matches!(
             e,
             Corruption::BadField {
                 sector: 1,
                 byte: 0,
-                found: 4104,
+                found: 4100,
                 ..
             }
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("multiple of 16"), "{e}");
-    let e = check(Side::Producer, 40, &2056u64.to_le_bytes());
+    assert!(e.to_string().contains("multiple of 8"), "{e}");
+    let e = check(Side::Producer, 40, &2052u64.to_le_bytes());
     assert!(
         matches!(
             e,
             Corruption::BadField {
                 byte: 40,
-                found: 2056,
+                found: 2052,
                 ..
             }
         ),
@@ -458,7 +468,7 @@ fn state_field_checks_name_sector_and_byte() {
         ),
         "{e}"
     );
-    let e = check(Side::Consumer, 0, &8u64.to_le_bytes());
+    let e = check(Side::Consumer, 0, &4u64.to_le_bytes());
     assert!(
         matches!(
             e,
@@ -470,6 +480,46 @@ fn state_field_checks_name_sector_and_byte() {
         ),
         "{e}"
     );
+    let e = check(Side::Consumer, 160, &1u64.to_le_bytes());
+    assert!(
+        matches!(
+            e,
+            Corruption::BadField {
+                sector: 2,
+                byte: 160,
+                found: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A position past 2^63 - 8 (where the arithmetic keeps its headroom).
+    let mut s = vec![0u8; 512];
+    let high = State {
+        position: (1 << 63) + 8,
+        durable: 0,
+        ..producer_state()
+    };
+    encode_state(Side::Producer, &RID, &high, None, &mut s);
+    let e = decode_state(Side::Producer, &RID, &s).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Corruption::BadField {
+                sector: 1,
+                byte: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("2^63 - 8"), "{e}");
+    let top = State {
+        position: l::MAX_POSITION,
+        ..producer_state()
+    };
+    encode_state(Side::Producer, &RID, &top, None, &mut s);
+    assert_eq!(decode_state(Side::Producer, &RID, &s), Ok(top));
 }
 
 #[test]
@@ -494,37 +544,63 @@ fn states_are_checked_against_each_other() {
 
 #[test]
 fn record_header_is_byte_exact() {
-    let h = encode_record_header(&RID, 48, b"hello").unwrap();
-    let mut expected = [0u8; 16];
+    let h = encode_record_header(&RID, 48, 9, b"hello").unwrap();
+    let mut expected = [0u8; 24];
     expected[0..4].copy_from_slice(&5u32.to_le_bytes());
-    expected[4..8].copy_from_slice(&0x30e1_da66u32.to_le_bytes());
+    expected[4..8].copy_from_slice(&0x3e10_e509u32.to_le_bytes());
     expected[8..16].copy_from_slice(&48u64.to_le_bytes());
+    expected[16..24].copy_from_slice(&9u64.to_le_bytes());
     assert_eq!(h, expected);
+    assert_eq!(
+        decode_record_header(&h),
+        RecordHeader {
+            len: 5,
+            checksum: 0x3e10_e509,
+            position: 48,
+            epoch: 9
+        }
+    );
     let mut out = [0xeeu8; 40];
-    assert_eq!(encode_record(&RID, 48, b"hello", &mut out).unwrap(), 32);
-    assert_eq!(&out[..16], &expected);
-    assert_eq!(&out[16..21], b"hello");
-    assert_eq!(&out[21..32], &[0; 11]);
+    assert_eq!(encode_record(&RID, 48, 9, b"hello", &mut out).unwrap(), 32);
+    assert_eq!(&out[..24], &expected);
+    assert_eq!(&out[24..29], b"hello");
+    assert_eq!(&out[29..32], &[0; 3]);
     assert_eq!(&out[32..], &[0xee; 8]);
     assert!(matches!(
-        encode_record(&RID, 48, b"hello", &mut [0u8; 31]),
+        encode_record(&RID, 48, 9, b"hello", &mut [0u8; 31]),
         Err(Error::TooLarge { needed: 32, .. })
     ));
 }
 
-/// A stream of records from `start`, as a ring writes them.
+const EPOCH: u64 = 5;
+
+/// A stream of records from `start`, as a ring writes them (epoch
+/// [`EPOCH`]).
 fn stream(start: u64, payloads: &[&[u8]]) -> (Vec<u8>, Vec<u64>) {
+    stream_of(start, EPOCH, payloads)
+}
+
+fn stream_of(start: u64, epoch: u64, payloads: &[&[u8]]) -> (Vec<u8>, Vec<u64>) {
     let mut bytes = Vec::new();
     let mut ends = Vec::new();
     let mut at = start;
     for p in payloads {
         let mut rec = vec![0u8; l::record_stream_len(p.len() as u64) as usize];
-        encode_record(&RID, at, p, &mut rec).unwrap();
+        encode_record(&RID, at, epoch, p, &mut rec).unwrap();
         bytes.extend_from_slice(&rec);
         at += rec.len() as u64;
         ends.push(at);
     }
     (bytes, ends)
+}
+
+/// Records up to `end`, all of epoch [`EPOCH`] from `start` on.
+fn published(start: u64, end: u64) -> Published {
+    Published {
+        end,
+        epoch: EPOCH,
+        current_from: start,
+    }
 }
 
 #[test]
@@ -536,9 +612,10 @@ fn valid_records_check_and_chain() {
     let mut at = start;
     for want in ends {
         let off = (at - start) as usize;
-        let span = check_record(&g, &RID, at, &bytes[off..], end).unwrap();
+        let span = check_record(&g, &RID, at, &bytes[off..], &published(start, end)).unwrap();
         assert_eq!(span.next, want);
-        assert_eq!(span.payload_start(), at + 16);
+        assert_eq!(span.payload_start(), at + 24);
+        assert_eq!(span.epoch, EPOCH);
         at = span.next;
     }
     assert_eq!(at, end);
@@ -552,23 +629,25 @@ fn bad_records_name_what_was_expected_and_found() {
     let (bytes, _) = stream(at, &[&[9; 100]]);
     let end = at + bytes.len() as u64;
     let (sector, byte) = (4, 32);
-    let problem =
-        |bytes: &[u8], ring: &RingId, end: u64| match check_record(&g, ring, at, bytes, end) {
-            Err(Corruption::BadRecord {
-                sector: s,
-                byte: b,
-                position,
-                problem,
-            }) => {
-                assert_eq!((s, b, position), (sector, byte, at));
-                problem
-            }
-            other => panic!("{other:?}"),
-        };
+    let problem = |bytes: &[u8], ring: &RingId, published: Published| match check_record(
+        &g, ring, at, bytes, &published,
+    ) {
+        Err(Corruption::BadRecord {
+            sector: s,
+            byte: b,
+            position,
+            problem,
+        }) => {
+            assert_eq!((s, b, position), (sector, byte, at));
+            problem
+        }
+        other => panic!("{other:?}"),
+    };
+    let all = published(at, end);
     // A stale record from one lap earlier (same bytes at p - C).
     let (stale, _) = stream(at - cap, &[&[9; 100]]);
     assert_eq!(
-        problem(&stale, &RID, end),
+        problem(&stale, &RID, all),
         RecordProblem::Stale {
             expected: at,
             found: at - cap,
@@ -578,7 +657,7 @@ fn bad_records_name_what_was_expected_and_found() {
     // A misdirected sector: a record of another position.
     let (moved, _) = stream(at + 512, &[&[9; 100]]);
     assert_eq!(
-        problem(&moved, &RID, end),
+        problem(&moved, &RID, all),
         RecordProblem::Position {
             expected: at,
             found: at + 512
@@ -588,7 +667,7 @@ fn bad_records_name_what_was_expected_and_found() {
     let mut long = bytes.clone();
     long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(
-        problem(&long, &RID, end),
+        problem(&long, &RID, all),
         RecordProblem::Length {
             len: u32::MAX,
             available: end - at
@@ -596,45 +675,119 @@ fn bad_records_name_what_was_expected_and_found() {
     );
     // One byte short of the published end.
     assert_eq!(
-        problem(&bytes, &RID, at + 115),
+        problem(&bytes, &RID, published(at, at + 123)),
         RecordProblem::Length {
             len: 100,
-            available: 115
+            available: 123
         }
     );
     // A flipped payload bit (a torn or damaged record).
     let mut flipped = bytes.clone();
     flipped[60] ^= 0x10;
     assert!(matches!(
-        problem(&flipped, &RID, end),
+        problem(&flipped, &RID, all),
         RecordProblem::Checksum { expected, found } if expected != found
     ));
     // A record of another ring.
     assert!(matches!(
-        problem(&bytes, &RingId([1; 16]), end),
+        problem(&bytes, &RingId([1; 16]), all),
         RecordProblem::Checksum { .. }
     ));
     // Fewer bytes than published: nothing outside them is read.
     assert!(matches!(
-        problem(&bytes[..50], &RID, end),
+        problem(&bytes[..50], &RID, all),
         RecordProblem::Length {
             len: 100,
             available: 50
         }
     ));
     assert!(matches!(
-        problem(&bytes[..3], &RID, end),
+        problem(&bytes[..3], &RID, all),
         RecordProblem::Length { .. }
     ));
+    // A header cut by the end (16 of its 24 bytes published).
     assert!(matches!(
-        problem(&[], &RID, end),
+        problem(&bytes, &RID, published(at, at + 16)),
+        RecordProblem::Length { available: 16, .. }
+    ));
+    assert!(matches!(
+        problem(&[], &RID, all),
         RecordProblem::Length { .. }
     ));
     // An end before the record.
     assert!(matches!(
-        problem(&bytes, &RID, at - 16),
+        problem(&bytes, &RID, published(at, at - 16)),
         RecordProblem::Length { available: 0, .. }
     ));
+}
+
+#[test]
+fn the_epoch_rule_is_exact_from_the_durable_position_and_at_most_before() {
+    let g = geom();
+    let at = 1024;
+    let (old, _) = stream_of(at, EPOCH - 1, &[b"an earlier producer's"]);
+    let (new, _) = stream_of(at, EPOCH + 1, &[b"a later producer's"]);
+    let (ours, _) = stream(at, &[b"ours"]);
+    let end = at + 64;
+    // At or after `current_from`: only the sector's own epoch.
+    let exact = published(at, end);
+    assert!(check_record(&g, &RID, at, &ours, &exact).is_ok());
+    for (bytes, found) in [(&old, EPOCH - 1), (&new, EPOCH + 1)] {
+        let e = check_record(&g, &RID, at, bytes, &exact).unwrap_err();
+        assert_eq!(
+            e,
+            Corruption::BadRecord {
+                sector: 5,
+                byte: 0,
+                position: at,
+                problem: RecordProblem::Epoch {
+                    expected: EPOCH,
+                    found
+                }
+            }
+        );
+    }
+    // Before it: an earlier epoch is fine (flushed by an earlier
+    // producer), a later one is not.
+    let before = published(at + 8, end);
+    assert!(check_record(&g, &RID, at, &ours, &before).is_ok());
+    assert_eq!(
+        check_record(&g, &RID, at, &old, &before).unwrap().epoch,
+        EPOCH - 1
+    );
+    assert!(matches!(
+        check_record(&g, &RID, at, &new, &before),
+        Err(Corruption::BadRecord {
+            problem: RecordProblem::Epoch { found, .. },
+            ..
+        }) if found == EPOCH + 1
+    ));
+    // The epoch is checksummed: a flipped epoch bit is a checksum problem.
+    let mut flipped = ours.clone();
+    flipped[16] ^= 1;
+    assert!(matches!(
+        check_record(&g, &RID, at, &flipped, &exact),
+        Err(Corruption::BadRecord {
+            problem: RecordProblem::Checksum { .. },
+            ..
+        })
+    ));
+    assert_eq!(
+        Published::by(
+            &State {
+                position: 800,
+                durable: 96,
+                epoch: 3,
+                ..State::EMPTY
+            },
+            64
+        ),
+        Published {
+            end: 800,
+            epoch: 3,
+            current_from: 96
+        }
+    );
 }
 
 #[test]
@@ -643,12 +796,12 @@ fn every_flipped_record_bit_is_detected() {
     let at = 1024;
     let (bytes, _) = stream(at, &[b"a payload of some length"]);
     let end = at + bytes.len() as u64;
-    let payload_end = 16 + 24;
+    let payload_end = 24 + 24;
     for bit in 0..payload_end * 8 {
         let mut b = bytes.clone();
         b[bit / 8] ^= 1 << (bit % 8);
         assert!(
-            check_record(&g, &RID, at, &b, end).is_err(),
+            check_record(&g, &RID, at, &b, &published(at, end)).is_err(),
             "bit {bit} went unnoticed"
         );
     }
@@ -657,10 +810,10 @@ fn every_flipped_record_bit_is_detected() {
 #[test]
 fn record_sizes_are_bounded_by_the_capacity_and_the_field() {
     let g = Geometry::new(512, 4).unwrap(); // capacity 512
-    assert_eq!(max_record_len(&g), 496);
-    assert_eq!(record_len_fits(&g, 496).unwrap(), 512);
+    assert_eq!(max_record_len(&g), 488);
+    assert_eq!(record_len_fits(&g, 488).unwrap(), 512);
     assert!(matches!(
-        record_len_fits(&g, 497),
+        record_len_fits(&g, 489),
         Err(Error::TooLarge {
             needed: 513,
             capacity: 512

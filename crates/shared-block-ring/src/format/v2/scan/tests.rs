@@ -6,6 +6,8 @@ use crate::error::RecordProblem;
 use crate::format::v2::{encode_header, encode_record, encode_state, Owner};
 
 const RID: RingId = RingId([0x42; 16]);
+/// The producer epoch of the images' producer sector and records.
+const EPOCH: u64 = 7;
 
 /// A format-2 ring image in memory, written through the codec.
 struct Image {
@@ -36,6 +38,7 @@ impl Image {
             position: p,
             durable,
             owner: Owner::NONE,
+            epoch: EPOCH,
             ..State::EMPTY
         };
         let consumer = State {
@@ -67,17 +70,17 @@ impl Image {
         }
     }
 
-    /// Writes the record of `payload` at `at` for ring `ring`; returns the
-    /// next position.
-    fn record_of(&mut self, ring: &RingId, at: u64, payload: &[u8]) -> u64 {
+    /// Writes the record of `payload` at `at` for ring `ring`, written by
+    /// the producer of epoch `epoch`; returns the next position.
+    fn record_of(&mut self, ring: &RingId, epoch: u64, at: u64, payload: &[u8]) -> u64 {
         let mut rec = vec![0u8; l::record_stream_len(payload.len() as u64) as usize];
-        let n = encode_record(ring, at, payload, &mut rec).unwrap();
+        let n = encode_record(ring, at, epoch, payload, &mut rec).unwrap();
         self.write(at, &rec);
         at + n
     }
 
     fn record(&mut self, at: u64, payload: &[u8]) -> u64 {
-        self.record_of(&RID, at, payload)
+        self.record_of(&RID, EPOCH, at, payload)
     }
 
     fn physical(&self, stream_sector: u64) -> std::ops::Range<usize> {
@@ -91,11 +94,16 @@ impl Image {
     fn scan_with(&self, from: u64, to: u64, chunk: usize) -> Scan {
         let ss = self.ss() as u64;
         let (lo, hi) = (from / ss, to.div_ceil(ss));
+        let published = Published {
+            end: to,
+            epoch: EPOCH,
+            current_from: from,
+        };
         walk(
             &self.g,
             &RID,
             from,
-            to,
+            &published,
             chunk,
             |first, buf: &mut [u8]| {
                 let count = buf.len() as u64 / ss;
@@ -189,7 +197,7 @@ fn a_stale_record_of_an_earlier_lap_is_named_as_such() {
     // Lap 0 left a record at 512; lap 2's record at 512 + 2C was lost.
     img.record(512, b"old news");
     let p = 2 * cap + 512;
-    let first = img.record(p - 32, &[1; 16]); // the record before it, valid
+    let first = img.record(p - 32, &[1; 8]); // the record before it, valid
     assert_eq!(first, p);
     let s = img.scan(p - 32, p + 64);
     assert_eq!((s.end, s.records), (p, 1));
@@ -212,7 +220,7 @@ fn a_misdirected_sector_is_found_by_its_positions() {
     let mut ends = vec![];
     let mut at = 0;
     for i in 0..3u8 {
-        at = img.record(at, &vec![i; 496]);
+        at = img.record(at, &vec![i; 488]);
         ends.push(at);
     }
     assert_eq!(ends, [512, 1024, 1536]);
@@ -240,7 +248,12 @@ fn a_misdirected_sector_is_found_by_its_positions() {
 fn a_record_of_another_ring_fails_its_checksum() {
     let mut img = Image::new(512, 16);
     let a = img.record(0, b"ours");
-    let b = img.record_of(&RingId([0x43; 16]), a, b"a previous ring's, same place");
+    let b = img.record_of(
+        &RingId([0x43; 16]),
+        EPOCH,
+        a,
+        b"a previous ring's, same place",
+    );
     let s = img.scan(0, b);
     assert_eq!(s.end, a);
     assert!(matches!(
@@ -285,12 +298,13 @@ fn a_length_past_the_end_is_refused_before_anything_is_read_for_it() {
 fn impossible_ranges_are_problems_and_read_nothing() {
     let img = Image::new(512, 8);
     let cap = img.g.capacity();
-    for (from, to) in [(32, 16), (0, cap + 16), (8, 32), (0, 24)] {
+    for (from, to) in [(32, 16), (0, cap + 16), (4, 32), (0, 28)] {
         let s = scan(
             &img.g,
             &RID,
             from,
             to,
+            EPOCH,
             |_, _: &mut [u8]| -> Result<(), Error> {
                 panic!("read for an impossible range {from}..{to}")
             },
@@ -305,7 +319,10 @@ fn impossible_ranges_are_problems_and_read_nothing() {
 fn read_errors_are_returned() {
     let mut img = Image::new(512, 8);
     let a = img.record(0, b"x");
-    let e = scan(&img.g, &RID, 0, a, |_, _: &mut [u8]| Err("device gone")).unwrap_err();
+    let e = scan(&img.g, &RID, 0, a, EPOCH, |_, _: &mut [u8]| {
+        Err("device gone")
+    })
+    .unwrap_err();
     assert_eq!(e, "device gone");
 }
 
@@ -394,4 +411,101 @@ fn recovery_refuses_what_is_not_a_sound_format_2_ring() {
         recover(&g2, &img.bytes[..3 * ss], no_read),
         Err(Error::WrongDeviceSize { .. })
     ));
+}
+
+#[test]
+fn headers_straddling_sectors_and_chunks_are_read_whole() {
+    let mut img = Image::new(512, 8);
+    let cap = img.g.capacity();
+    // Records of 40 bytes (64 in the stream) from 504: every few records a
+    // header crosses a sector boundary, and at the wrap the ring's end.
+    let start = cap - 8;
+    let mut at = start;
+    let mut straddling = 0;
+    for i in 0..30u8 {
+        if at / 512 != (at + l::RECORD_HEADER_LEN - 1) / 512 {
+            straddling += 1;
+        }
+        at = img.record(at, &[i; 40]);
+    }
+    assert!(straddling >= 3, "{straddling}");
+    // Every chunk size (one sector, two, three and a byte) agrees.
+    let s = img.scan(start, at);
+    assert!(s.is_complete(), "{s:?}");
+    assert_eq!(s.records, 30);
+    // A damaged byte in the second half of a straddling header (the
+    // epoch, in the next sector) is found at that record.
+    let bad = cap + 504;
+    let (sector, byte) = img.g.locate(bad + 20);
+    img.bytes[sector as usize * 512 + byte] ^= 1;
+    let s = img.scan(start, at);
+    assert_eq!(s.end, bad);
+    assert!(matches!(problem(&s), (_, 504, p, RecordProblem::Checksum { .. }) if p == bad));
+}
+
+#[test]
+fn a_header_cut_by_the_end_of_the_range_reads_nothing_past_it() {
+    let mut img = Image::new(512, 16);
+    let a = img.record(0, &[1; 480]); // ends at 504
+    img.record(a, b"past the end");
+    // The range ends 8 bytes into the second record's header, which
+    // straddles sectors 0 and 1 of the stream: sector 1 must not be read
+    // (the reader checks), and the record is too short.
+    let s = img.scan(0, a + 8);
+    assert_eq!((s.end, s.records), (a, 1));
+    assert_eq!(
+        problem(&s),
+        (
+            3,
+            504,
+            a,
+            RecordProblem::Length {
+                len: 12,
+                available: 8
+            }
+        )
+    );
+}
+
+#[test]
+fn a_record_of_an_earlier_producer_where_a_new_one_was_lost_ends_the_run() {
+    // An earlier producer (epoch 6) pushed records it never published; the
+    // producer of epoch 7 published records at the same places, and a power
+    // cut kept its pointer and its first record but lost the second. The
+    // boundaries coincide, so only the epoch tells the old record apart.
+    let mut img = Image::new(512, 16);
+    let a = img.record_of(&RID, EPOCH - 1, 0, b"old 0");
+    img.record_of(&RID, EPOCH - 1, a, b"old 1");
+    let a2 = img.record(0, b"new 0");
+    assert_eq!(a, a2);
+    let p = a + l::record_stream_len(5);
+    let s = img.scan(0, p);
+    assert_eq!((s.end, s.records), (a, 1));
+    assert_eq!(
+        problem(&s),
+        (
+            3,
+            a as usize,
+            a,
+            RecordProblem::Epoch {
+                expected: EPOCH,
+                found: EPOCH - 1
+            }
+        )
+    );
+    // So recovery ends the published records there.
+    let ss = img.ss();
+    img.states(p, 0, 0);
+    let bytes = img.bytes.clone();
+    let g = img.g;
+    let r = recover(&img.g, &img.bytes[..3 * ss], |first, buf: &mut [u8]| {
+        for (i, dst) in buf.chunks_mut(ss).enumerate() {
+            let s = g.physical_sector(first + i as u64) as usize * ss;
+            dst.copy_from_slice(&bytes[s..s + ss]);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(r.pointer_ahead_of_records());
+    assert_eq!(r.published_end(), a);
 }
