@@ -3,6 +3,10 @@
 //! reflected polynomial 0x82F63B78), not by the crate under test.
 
 use super::*;
+use crate::error::{Corruption, Error, RecordProblem, Side, SignatureProblem};
+use crate::format::{Geometry, Label};
+use crate::layout::v2 as l;
+use std::time::Duration;
 
 const RID: RingId = RingId([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
 
