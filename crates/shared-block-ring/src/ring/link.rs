@@ -485,6 +485,50 @@ impl<D: BlockDevice> Link<D> {
         Ok(())
     }
 
+    /// Writes whole stream sectors and this side's state sector (a plain
+    /// write) as one [`BlockDevice::transfer`]: in flight together,
+    /// completed in any order, so a crash may leave any of them. Only for
+    /// a state that publishes none of these sectors' items: a streaming
+    /// producer's next batch with the pointer of the previous one, whose
+    /// items an earlier flush made durable (FORMAT.md, "Publishing").
+    /// Format 2 (no caller yet): the stream write, then the state write.
+    pub(crate) fn write_stream_with_state(
+        &mut self,
+        stream_sector: u64,
+        buf: &[u8],
+        state: SideState,
+    ) -> Result<()> {
+        if self.owned.is_some() {
+            self.write_stream(stream_sector, buf)?;
+            return self.write_state_as(state, false);
+        }
+        let label = Label {
+            queue: &self.options.queue,
+            client: &self.options.client,
+        };
+        let s = State {
+            position: state.position,
+            flag: state.flag,
+        };
+        format::encode_state(self.side, s, Some(label), &mut self.sector);
+        let ss = self.geometry.sector_size();
+        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
+        let mut writes: Vec<(u64, &[u8])> = Vec::with_capacity(3);
+        let mut off = 0;
+        for (sector, count) in runs.iter() {
+            let len = count as usize * ss;
+            writes.push((sector, &buf[off..off + len]));
+            off += len;
+        }
+        let first = writes.first().map_or(self.side.sector(), |w| w.0);
+        writes.push((self.side.sector(), &self.sector));
+        self.device
+            .transfer(&writes, &mut [])
+            .map_err(|e| Error::io(IoOp::Write, first, e))?;
+        self.trace_write(s.position, s.flag);
+        Ok(())
+    }
+
     /// A backoff for waiting on the other side: without the phase of
     /// frequent polls when the device wakes waiters itself.
     pub(crate) fn backoff(&self, timeout: Option<Duration>) -> crate::Backoff {
