@@ -503,3 +503,33 @@ fn a_failed_pipelined_transfer_that_wrote_the_pointer_leaves_a_usable_producer()
     p.sync().unwrap();
     assert_eq!(c.pop_from(a).unwrap(), (b, b"b".to_vec()));
 }
+
+/// Issue 12: a consumer that releases everything it knows of reads the
+/// producer sector with its write (a transfer, or a chain after its durable
+/// write), so its next pop finds the items published since without reading
+/// that sector again: one read (the data) instead of two. What it read
+/// with its write is not taken as durable: the release past it still
+/// flushes first.
+#[test]
+fn a_caught_up_release_reads_the_producer_sector_with_its_write() {
+    for durability in [Durability::ProcessCrash, Durability::PowerLoss] {
+        let dev = FaultDevice::new(MemDevice::new(512, 16));
+        create(&dev).unwrap();
+        let mut p = Producer::attach(dev.clone(), options(durability)).unwrap();
+        let mut c = Consumer::attach(dev.clone(), options(durability)).unwrap();
+        let a = p.push(b"a").unwrap();
+        p.advance(a).unwrap();
+        assert_eq!(c.pop().unwrap(), (a, b"a".to_vec()));
+        let b = p.push(b"b").unwrap();
+        p.advance(b).unwrap();
+        c.advance(a).unwrap();
+        assert_eq!(c.known_producer(), b, "{durability}");
+        let reads = dev.counts().reads;
+        assert_eq!(c.pop_from(a).unwrap(), (b, b"b".to_vec()));
+        assert_eq!(dev.counts().reads - reads, 1, "{durability}: the data only");
+        let flushes = dev.counts().flushes;
+        c.advance(b).unwrap();
+        let expected = u64::from(durability == Durability::PowerLoss);
+        assert_eq!(dev.counts().flushes - flushes, expected, "{durability}");
+    }
+}
