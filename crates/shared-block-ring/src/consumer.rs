@@ -399,6 +399,11 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// stable storage when this returns; released items are then never
     /// delivered again.
     ///
+    /// Format 1: a release up to the producer position last read also
+    /// reads the producer sector, with the same write where the device
+    /// overlaps them, so that the next pop finds the items published since
+    /// without a read of its own.
+    ///
     /// # Errors
     /// [`Error::InvalidPosition`] for a position not on an item boundary;
     /// [`Error::PositionOutOfRange`] before the consumer position or past
