@@ -399,6 +399,11 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// stable storage when this returns; released items are then never
     /// delivered again.
     ///
+    /// Format 1: a release up to the producer position last read also
+    /// reads the producer sector, with the same write where the device
+    /// overlaps them, so that the next pop finds the items published since
+    /// without a read of its own.
+    ///
     /// # Errors
     /// [`Error::InvalidPosition`] for a position not on an item boundary;
     /// [`Error::PositionOutOfRange`] before the consumer position or past
@@ -426,7 +431,23 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
             self.link.flush()?;
             self.producer_durable = seen;
         }
-        self.link.write_state(SideState::new(p, self.suspend))?;
+        let state = SideState::new(p, self.suspend);
+        if p == self.producer && self.link.format() == RingFormat::V1 {
+            // Caught up: the next pop reads the producer sector first
+            // thing. Read it with this write, in one round trip where the
+            // device overlaps them. What it says is not durable: our
+            // durable write makes only our sector durable (see
+            // `producer_durable`).
+            let producer = self.link.write_state_and_read_other(state)?;
+            self.consumer = p;
+            if let Some(s) = producer {
+                // A bad sector is left for the next ordinary read to
+                // report: this one was not asked for.
+                let _ = self.take_producer_state(s);
+            }
+            return Ok(());
+        }
+        self.link.write_state(state)?;
         self.consumer = p;
         Ok(())
     }
@@ -442,6 +463,11 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// Reads the producer sector.
     fn look_at_producer(&mut self) -> Result<()> {
         let p = self.link.read_state(Side::Producer)?;
+        self.take_producer_state(p)
+    }
+
+    /// Takes a producer sector just read as the producer's state.
+    fn take_producer_state(&mut self, p: SideState) -> Result<()> {
         format::check_positions(p.position, self.consumer, self.link.geometry.capacity())?;
         if p.position < self.producer {
             tracing::warn!(

@@ -68,17 +68,24 @@ pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     /// is still pending: `sync`, `advance` or a retried
     /// `advance_pipelined` makes it durable.
     published_durable: u64,
-    /// The end of the last pushed item: `published..tail` is written but
+    /// The end of the last pushed item: `published..tail` is pushed but
     /// not yet visible.
     tail: u64,
+    /// The end of the pushed bytes written to the device: `written..tail`
+    /// (write-behind, see [`commit`](Self::commit)) is only in `staging`,
+    /// to be written with the next publication.
+    written: u64,
+    /// The stream position of `staging[0]` (a sector boundary): the start
+    /// of the sector holding `written`.
+    base: u64,
     /// The consumer position as last read.
     consumer: u64,
     /// Our `suspend_ack` as on the device.
     ack: bool,
     /// When the consumer sector was last read.
     looked_at: Instant,
-    /// The tail at the last flush that succeeded (or at attach): items
-    /// before it are on stable storage (power-loss mode).
+    /// The written end at the last flush that succeeded (or at attach):
+    /// items before it are on stable storage (power-loss mode).
     flushed_to: u64,
     /// The published position at the last flush that succeeded (format 2:
     /// at attach, `q`, which attach flushed): its pointer and records are
@@ -94,8 +101,10 @@ pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     /// flushed but whose pointer is not written yet (it rides on the next
     /// flush); see [`advance_pipelined`](Self::advance_pipelined).
     deferred: Option<u64>,
-    /// `staging[..tail % ss]` holds the bytes of the sector containing
-    /// `tail`; pushes append after them and write from the sector start.
+    /// `staging[..tail - base]` holds the stream bytes from `base` to
+    /// `tail`: the partly filled sector at `written` and the pushed bytes
+    /// not yet written after it; pushes append after them and write from
+    /// `base`.
     staging: AlignedBuf,
     scratch: Vec<u8>,
 }
@@ -156,6 +165,8 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             published: p.position,
             published_durable: p.position,
             tail: p.position,
+            written: p.position,
+            base: p.position / ss as u64 * ss as u64,
             consumer: c.position,
             ack: p.flag,
             looked_at: Instant::now(),
@@ -270,6 +281,13 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// publishing it. Returns the position to pass to
     /// [`advance`](Self::advance) to publish it (and everything pushed
     /// before it).
+    ///
+    /// While a publication left by
+    /// [`advance_pipelined`](Self::advance_pipelined) is pending, the write
+    /// is deferred: the next `advance_pipelined` issues it together with
+    /// that pending pointer (one device round trip for both), and
+    /// [`advance`](Self::advance) before its flush. Either way the item is
+    /// on the device before any pointer that publishes it is written.
     ///
     /// # Errors
     /// [`Error::Retry`] when the ring has no room for it now;
@@ -409,6 +427,11 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// and (in the power-loss mode) durable.
     fn publish(&mut self, target: u64, ack: bool) -> Result<()> {
         let policy = self.link.publication();
+        if target > self.written {
+            // Pushed items still in memory (write-behind): on the device
+            // before the flush and the pointer that publish them.
+            self.write_staging(self.head(), None)?;
+        }
         if policy.flush_before_pointer && target > self.flushed_to {
             self.flush()?;
         }
@@ -468,15 +491,25 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         if p <= pending && self.published == self.published_durable {
             return Ok(());
         }
+        let unwritten = self.written < self.tail;
         if let Some(d) = self.deferred {
             // Its items were flushed by the previous call; the flush below
-            // makes the pointer durable. If that flush fails, the pointer
-            // is visible but not durable: `published_durable` still lags,
-            // so the publication stays pending.
-            self.link
-                .write_state_as(SideState::new(d, self.ack), false)?;
+            // makes the pointer durable. The items pushed since lie past
+            // `d`, where the consumer does not look: they go in the same
+            // transfer (in flight together, in any order). If the flush
+            // fails, the pointer is visible but not durable:
+            // `published_durable` still lags, so the publication stays
+            // pending. If the transfer fails, `d` stays deferred.
+            let pointer = SideState::new(d, self.ack);
+            if unwritten {
+                self.write_staging(self.head(), Some(pointer))?;
+            } else {
+                self.link.write_state_as(pointer, false)?;
+            }
             self.published = d;
             self.deferred = None;
+        } else if unwritten {
+            self.write_staging(self.head(), None)?;
         }
         self.flush()?;
         if p > self.published {
@@ -532,16 +565,16 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     fn flush(&mut self) -> Result<()> {
         let seen = self.consumer;
         self.link.flush()?;
-        self.flushed_to = self.tail;
+        self.flushed_to = self.written;
         self.published_durable = self.published;
         self.flushed_pointer = self.published;
         self.consumer_durable = seen;
         Ok(())
     }
 
-    /// Bytes of `tail`'s sector already in `staging`.
+    /// Bytes already in `staging`: from `base` to `tail`.
     fn head(&self) -> usize {
-        (self.tail % self.link.geometry.sector_size() as u64) as usize
+        (self.tail - self.base) as usize
     }
 
     /// Fails with `Suspended` when the consumer's last known request is a
@@ -561,10 +594,14 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// Reads the consumer sector and acknowledges a changed suspend flag.
     fn look_at_consumer(&mut self) -> Result<()> {
         let c = self.link.read_state(Side::Consumer)?;
-        if c.position > self.published {
+        // A failed `advance_pipelined` may have written the deferred
+        // pointer (its items are durable) and the consumer released up
+        // to it.
+        let pointer = self.published.max(self.deferred.unwrap_or(0));
+        if c.position > pointer {
             return Err(Corruption::ConsumerAheadOfProducer {
                 consumer: c.position,
-                producer: self.published,
+                producer: pointer,
             }
             .into());
         }
@@ -623,7 +660,10 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         Ok(new_end)
     }
 
-    /// Writes `staging[..end]` at the tail, if the ring has room.
+    /// Pushes `staging[..end]` (the bytes from `base`: those not yet
+    /// written, then the new batch), if the ring has room: writes them, or
+    /// (write-behind, see [`write_behind`](Self::write_behind)) leaves
+    /// them for the next publication to write.
     fn commit(&mut self, end: usize) -> Result<Position> {
         let geometry = self.link.geometry;
         let ss = geometry.sector_size();
@@ -653,7 +693,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         }
         let sectors = end.div_ceil(ss);
         // The write covers whole sectors: its last one runs past new_tail.
-        let write_end = self.tail - head as u64 + (sectors * ss) as u64;
+        let write_end = self.base + (sectors * ss) as u64;
         let durable = self.consumer_durable;
         // Saturating: a ring larger than the headroom (no real device)
         // must not overflow here either.
@@ -663,11 +703,40 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         {
             // This write reuses space released since our last flush (or
             // since attaching). Make the release durable first, or a power
-            // cut could restore the old consumer position over items that
-            // are already overwritten.
+            // cut could restore the old consumer position over data that
+            // is already overwritten. (A deferred write relies on this
+            // flush too: the consumer position only moves forward.)
             self.flush()?;
         }
-        let data_sectors = geometry.data_sectors() as usize;
+        let wraps_onto_itself = sectors > geometry.data_sectors() as usize;
+        if wraps_onto_itself || !self.write_behind(end) {
+            self.write_staging(end, None)?;
+        }
+        self.tail = new_tail;
+        Ok(Position::new(new_tail))
+    }
+
+    /// Whether a push may leave its bytes unwritten until the next
+    /// publication: in the power-loss mode of format 1, while an
+    /// [`advance_pipelined`](Self::advance_pipelined) publication is
+    /// pending, whose pointer the next call writes in one transfer with
+    /// them. At most [`WRITE_BEHIND_MAX`] bytes are held this way (or one
+    /// batch, which `staging` holds anyway).
+    fn write_behind(&self, end: usize) -> bool {
+        self.deferred.is_some()
+            && self.link.publication().pipelined
+            && (self.written == self.tail || end <= WRITE_BEHIND_MAX)
+    }
+
+    /// Writes `staging[..end]` at `base`, in one write (two at the wrap),
+    /// or in one transfer with `pointer`, the state sector of a
+    /// publication whose items are already flushed (never one that
+    /// publishes these bytes). Then everything before `base + end` is
+    /// written, and `staging` keeps the partly filled sector at that end.
+    fn write_staging(&mut self, end: usize, pointer: Option<SideState>) -> Result<()> {
+        let ss = self.link.geometry.sector_size();
+        let data_sectors = self.link.geometry.data_sectors() as usize;
+        let sectors = end.div_ceil(ss);
         let write_sectors = if sectors > data_sectors {
             // The write wraps all the way round into the sector it started
             // in (possible when it starts mid-sector and fills the ring):
@@ -675,7 +744,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             // last sector's bytes into the first, whose other bytes (our
             // earlier items, and this write's start) are already right, and
             // write every data sector once. The folded first sector is then
-            // also the new tail's sector. (If the write fails, the bytes
+            // also the new end's sector. (If the write fails, the bytes
             // overwritten in memory belong to released items, so a retry is
             // still right.)
             debug_assert_eq!(sectors, data_sectors + 1);
@@ -683,11 +752,23 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             data_sectors
         } else {
             if end % ss != 0 {
-                // The bytes after the item in its last sector are free
-                // space, unless they wrap around onto data the consumer has
-                // not read.
-                let last = new_tail / ss as u64;
-                if (last + 1) * ss as u64 > self.consumer.saturating_add(capacity) {
+                // The bytes after the end in its last sector are free
+                // space, unless they wrap around onto data the consumer
+                // has not released: in the power-loss mode, durably (the
+                // release `commit` flushed for this write, or an earlier
+                // one; a later release, seen since a deferred write was
+                // pushed, may not be durable yet). Read now, not when the
+                // bytes were pushed: a push that failed since may have
+                // staged over them.
+                let new_end = self.base + end as u64;
+                let last = new_end / ss as u64;
+                let capacity = self.link.geometry.capacity();
+                let released = if self.power_loss() {
+                    self.consumer_durable
+                } else {
+                    self.consumer
+                };
+                if (last + 1) * ss as u64 > released.saturating_add(capacity) {
                     let from = end % ss;
                     let on_disk = self.link.read_stream_sector(last)?;
                     let keep = &on_disk[from..];
@@ -697,17 +778,28 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             }
             sectors
         };
-        self.link
-            .write_stream(self.tail / ss as u64, &self.staging[..write_sectors * ss])?;
-        if new_tail % ss as u64 != 0 && write_sectors == sectors && sectors > 1 {
-            // Keep the new tail's partial sector at the front.
+        let first = self.base / ss as u64;
+        let buf = &self.staging[..write_sectors * ss];
+        match pointer {
+            Some(state) => self.link.write_stream_with_state(first, buf, state)?,
+            None => self.link.write_stream(first, buf)?,
+        }
+        let new_end = self.base + end as u64;
+        if new_end % ss as u64 != 0 && write_sectors == sectors && sectors > 1 {
+            // Keep the new end's partial sector at the front.
             self.staging
                 .copy_within((sectors - 1) * ss..sectors * ss, 0);
         }
-        self.tail = new_tail;
-        Ok(Position::new(new_tail))
+        self.base = new_end / ss as u64 * ss as u64;
+        self.written = new_end;
+        Ok(())
     }
 }
+
+/// The most pushed bytes a producer holds in memory, unwritten, for the
+/// next pipelined publication (more than a batch: one batch is held
+/// anyway).
+const WRITE_BEHIND_MAX: usize = 16 << 20;
 
 impl<D: BlockDevice, C: Codec> Drop for Producer<D, C> {
     /// Writes a pointer left pending by `advance_pipelined` (best effort:

@@ -341,6 +341,16 @@ impl shared_block_ring::BlockDevice for Hooked {
         self.hook();
         self.inner.flush()
     }
+    /// The fault device's own: its writes are in flight together (a crash
+    /// keeps any subset of them).
+    fn transfer(
+        &self,
+        writes: &[(u64, &[u8])],
+        reads: &mut [(u64, &mut [u8])],
+    ) -> std::io::Result<()> {
+        self.hook();
+        self.inner.transfer(writes, reads)
+    }
     fn try_lock(&self, side: Side) -> std::io::Result<Result<(), String>> {
         self.inner.try_lock(side)
     }
@@ -913,6 +923,8 @@ fn suspend_flag(w: &Workload, image: &[u8]) -> Option<bool> {
 struct Tally {
     points: u64,
     states: u64,
+    /// Crash points inside a transfer, with several writes in flight.
+    in_flight: u64,
     /// Steps one side took inside the other's calls (in the runs without
     /// a crash).
     inside: u64,
@@ -937,6 +949,9 @@ fn check_workload(w: &Workload) -> Tally {
         dev.crash_after(k);
         let (acked, _, _) = run(w, &dev);
         let point: CrashPoint = dev.crash_point().expect("the device crashed");
+        if point.in_flight().len() >= 2 {
+            tally.in_flight += 1;
+        }
         let images: Vec<Vec<u8>> = match w.durability {
             Durability::PowerLoss => point.power_cut_images(STATES_PER_POINT, k).collect(),
             // One image, or one per subset of a transfer's writes in flight.
@@ -968,7 +983,7 @@ fn check_workload(w: &Workload) -> Tally {
     tally
 }
 
-fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) {
+fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) -> Tally {
     let started = Instant::now();
     let mut total = Tally::default();
     for w in &workloads {
@@ -976,6 +991,7 @@ fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) {
         total.points += t.points;
         total.states += t.states;
         total.inside += t.inside;
+        total.in_flight += t.in_flight;
     }
     let inside = if total.inside > 0 {
         format!(
@@ -986,10 +1002,11 @@ fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) {
         String::new()
     };
     println!(
-        "crash checker ({name}): {} workloads{inside}, {} crash points, {} distinct crash states \
-         checked, 0 violations, in {:.1?}",
+        "crash checker ({name}): {} workloads{inside}, {} crash points ({} inside a transfer), \
+         {} distinct crash states checked, 0 violations, in {:.1?}",
         workloads.len(),
         total.points,
+        total.in_flight,
         total.states,
         started.elapsed()
     );
@@ -998,6 +1015,7 @@ fn check_all(name: &str, workloads: Vec<Workload>, min_states: u64) {
         "only {} crash states checked",
         total.states
     );
+    total
 }
 
 /// `count` workloads of `len` steps with seeds from `first_seed`, on rings
@@ -1024,7 +1042,10 @@ fn power_loss_mode_survives_every_power_cut_and_process_crash() {
     let workloads = mixed(0, 40, Durability::PowerLoss, 200)
         .chain((100..102).map(|seed| on_4k_sectors(seed, Durability::PowerLoss, 120)))
         .collect();
-    check_all("power-loss", workloads, 100_000);
+    let t = check_all("power-loss", workloads, 100_000);
+    // The pipelined publications put the next batch and the previous
+    // pointer in one transfer: crashes with both in flight were checked.
+    assert!(t.in_flight > 0, "no crash point inside a transfer");
 }
 
 #[test]
@@ -1045,7 +1066,8 @@ fn two_interleaved_handles_survive_every_power_cut_and_process_crash() {
         .chain([on_4k_sectors(2100, Durability::PowerLoss, 100)])
         .map(Workload::interleaved)
         .collect();
-    check_all("power-loss, two handles interleaved", workloads, 50_000);
+    let t = check_all("power-loss, two handles interleaved", workloads, 50_000);
+    assert!(t.in_flight > 0, "no crash point inside a transfer");
 }
 
 #[test]
@@ -1469,4 +1491,71 @@ fn a_power_loss_consumer_never_passes_an_unflushed_process_crash_producer() {
     c.advance(pc).unwrap();
     let states = both_sides_attach_after_a_power_cut(&dev, pc.offset());
     assert!(states >= 1, "{states} power-cut images");
+}
+
+/// Regression test (issue 12): a streaming producer writes the next batch's
+/// items and the previous batch's pointer in one transfer, in flight
+/// together, then flushes. A crash may keep any subset of that transfer's
+/// writes (and a power cut any subset of the unflushed sector writes):
+/// every image must publish the previous pointer or the one before it,
+/// with its items intact, and never the batch in flight. With the batch's
+/// own pointer in its transfer (the mutation this guards against) some
+/// images publish a pointer whose items were never written.
+#[test]
+fn a_pipelined_pointer_in_flight_with_the_next_batch_never_publishes_that_batch() {
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let mut p = Producer::attach(dev.clone(), Options::new()).unwrap();
+    let first = vec![1u8; 300];
+    let a = p.push(&first).unwrap();
+    p.advance_pipelined(a).unwrap();
+    // Items of 700 bytes: batches straddle sectors, and the next batch
+    // rewrites the sector holding the previous one's end.
+    let x = vec![2u8; 700];
+    let b = p.push(&x).unwrap();
+    p.advance_pipelined(b).unwrap(); // publishes a, b pending
+    let (z, w) = (vec![4u8; 500], vec![5u8; 600]);
+    let writes = dev.counts().writes;
+    let c = p.push_many([&z[..], &w[..]]).unwrap();
+    assert_eq!(
+        dev.counts().writes,
+        writes,
+        "the push is written with the pointer"
+    );
+    dev.crash_after(1); // inside the next call's transfer
+    let e = p.advance_pipelined(c).unwrap_err();
+    assert!(e.is_io(), "{e}");
+    let point = dev.crash_point().unwrap();
+    assert!(
+        point.in_flight().len() >= 2,
+        "the crash came with the items and the pointer in flight: {:?}",
+        point.in_flight()
+    );
+    let published = [(a, vec![first.clone()]), (b, vec![first, x])];
+    let mut images = 0;
+    let all = point
+        .power_cut_images(4096, 11)
+        .chain(point.process_crash_images(64));
+    for image in all {
+        let ring = MemDevice::from_bytes(512, image);
+        let mut consumer = Consumer::attach(ring, Options::new())
+            .unwrap_or_else(|e| panic!("consumer attach after a crash: {e}"));
+        let end = consumer.known_producer();
+        let (_, expected) = published
+            .iter()
+            .find(|(at, _)| *at == end)
+            .unwrap_or_else(|| panic!("image {images} publishes {end:?}, not {a:?} or {b:?}"));
+        let mut from = Position::new(0);
+        let mut got = Vec::new();
+        while from < end {
+            let (next, item) = consumer
+                .pop_from(from)
+                .unwrap_or_else(|e| panic!("image {images}: pop at {from:?}: {e}"));
+            got.push(item);
+            from = next;
+        }
+        assert_eq!(&got, expected, "image {images}");
+        images += 1;
+    }
+    assert!(images >= 4, "{images} images");
 }

@@ -5,7 +5,7 @@
 
 use shared_block_ring::device::{FaultDevice, FaultOp};
 use shared_block_ring::{
-    create, Consumer, Durability, Error, IoOp, MemDevice, Options, Position, Producer,
+    create, Consumer, Durability, Error, IoOp, MemDevice, Options, Position, Producer, RingState,
 };
 
 type Dev = FaultDevice<MemDevice>;
@@ -472,5 +472,64 @@ fn after_a_failed_pipelined_advance_a_retry_makes_the_publication_durable() {
         );
         assert_eq!(pending_after_failure, Some(a), "{retry}");
         assert_eq!(pending_after_retry, pending, "{retry}");
+    }
+}
+
+/// Regression test (issue 12): a streaming producer's `advance_pipelined`
+/// writes the next batch and the pending pointer in one transfer; when the
+/// batch's write fails and the pointer's does not, the pointer is on the
+/// device (its items are durable) though the call failed, and the consumer
+/// may release up to it. The producer must not then take the consumer for
+/// one ahead of it (it used to compare with the last pointer it knew it
+/// had written: `ConsumerAheadOfProducer`), and a retry publishes both.
+#[test]
+fn a_failed_pipelined_transfer_that_wrote_the_pointer_leaves_a_usable_producer() {
+    let dev = FaultDevice::new(MemDevice::new(512, 16));
+    create(&dev).unwrap();
+    let mut p = Producer::attach(dev.clone(), Options::new()).unwrap();
+    let mut c = Consumer::attach(dev.clone(), Options::new()).unwrap();
+    let a = p.push(b"a").unwrap();
+    p.advance_pipelined(a).unwrap();
+    let b = p.push(b"b").unwrap(); // kept for the next call's transfer
+    dev.fail_nth(FaultOp::Write, 1); // the batch's write; the pointer's succeeds
+    let e = p.advance_pipelined(b).unwrap_err();
+    assert!(e.is_io(), "{e}");
+    assert_eq!(p.pending_publication(), Some(a));
+    let (at, item) = c.pop().unwrap();
+    assert_eq!((at, item.as_slice()), (a, &b"a"[..]));
+    c.advance(a).unwrap();
+    assert_eq!(p.state().unwrap(), RingState::Running);
+    p.advance_pipelined(b).unwrap();
+    p.sync().unwrap();
+    assert_eq!(c.pop_from(a).unwrap(), (b, b"b".to_vec()));
+}
+
+/// Issue 12: a consumer that releases everything it knows of reads the
+/// producer sector with its write (a transfer, or a chain after its durable
+/// write), so its next pop finds the items published since without reading
+/// that sector again: one read (the data) instead of two. What it read
+/// with its write is not taken as durable: the release past it still
+/// flushes first.
+#[test]
+fn a_caught_up_release_reads_the_producer_sector_with_its_write() {
+    for durability in [Durability::ProcessCrash, Durability::PowerLoss] {
+        let dev = FaultDevice::new(MemDevice::new(512, 16));
+        create(&dev).unwrap();
+        let mut p = Producer::attach(dev.clone(), options(durability)).unwrap();
+        let mut c = Consumer::attach(dev.clone(), options(durability)).unwrap();
+        let a = p.push(b"a").unwrap();
+        p.advance(a).unwrap();
+        assert_eq!(c.pop().unwrap(), (a, b"a".to_vec()));
+        let b = p.push(b"b").unwrap();
+        p.advance(b).unwrap();
+        c.advance(a).unwrap();
+        assert_eq!(c.known_producer(), b, "{durability}");
+        let reads = dev.counts().reads;
+        assert_eq!(c.pop_from(a).unwrap(), (b, b"b".to_vec()));
+        assert_eq!(dev.counts().reads - reads, 1, "{durability}: the data only");
+        let flushes = dev.counts().flushes;
+        c.advance(b).unwrap();
+        let expected = u64::from(durability == Durability::PowerLoss);
+        assert_eq!(dev.counts().flushes - flushes, expected, "{durability}");
     }
 }

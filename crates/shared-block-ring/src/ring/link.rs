@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::owned::Owned;
 use super::{read_stream, Durability, Items, Options, RingFormat};
-use crate::device::{AlignedBuf, BlockDevice};
+use crate::device::{AlignedBuf, BlockDevice, Op};
 use crate::error::{Error, IoOp, Result, Side};
 use crate::format::v2::{self as codec, lease, scan::Recovery, State as State2};
 use crate::format::{self, Geometry, Label, State};
@@ -62,6 +62,8 @@ pub(crate) struct Link<D: BlockDevice> {
     pub(crate) side: Side,
     pub(crate) options: Options,
     sector: AlignedBuf,
+    /// The other side's state sector, read with a write of ours.
+    theirs: AlignedBuf,
     holds_lock: bool,
     /// Format 2: the side this handle owns.
     owned: Option<Box<Owned>>,
@@ -84,6 +86,7 @@ impl<D: BlockDevice> Link<D> {
         }
         let mut link = Link {
             sector: AlignedBuf::zeroed(geometry.sector_size()),
+            theirs: AlignedBuf::zeroed(geometry.sector_size()),
             device,
             geometry,
             side,
@@ -351,6 +354,72 @@ impl<D: BlockDevice> Link<D> {
             };
             return self.write_v2(next, durable);
         }
+        self.encode_v1(state);
+        self.write_own(durable)?;
+        self.trace_write(state.position, state.flag);
+        Ok(())
+    }
+
+    /// Format 1: writes this side's state sector (durably in the
+    /// power-loss mode) and reads the other side's, for a handle that
+    /// would read it next anyway: in the process-crash mode as one
+    /// [`BlockDevice::transfer`] (in flight together), in the power-loss
+    /// mode as a [`BlockDevice::chain`] (the read starts once the durable
+    /// write completed: io_uring links them, NBD sends them together).
+    /// Returns the other side's state, or `None` when the write completed
+    /// and the read did not, or when the sector does not decode (the
+    /// handle's next ordinary read reports that).
+    ///
+    /// # Errors
+    /// A device error of the write (in the process-crash mode, of either:
+    /// a transfer does not say which failed).
+    pub(crate) fn write_state_and_read_other(
+        &mut self,
+        state: SideState,
+    ) -> Result<Option<SideState>> {
+        debug_assert!(self.owned.is_none(), "format 1 only");
+        self.encode_v1(state);
+        let (mine, other) = match self.side {
+            Side::Producer => (Side::Producer, Side::Consumer),
+            Side::Consumer => (Side::Consumer, Side::Producer),
+        };
+        let read = if self.options.durability == Durability::PowerLoss {
+            let mut ops = [
+                Op::WriteDurable {
+                    sector: mine.sector(),
+                    buf: &self.sector,
+                },
+                Op::Read {
+                    sector: other.sector(),
+                    buf: &mut self.theirs,
+                },
+            ];
+            match self.device.chain(&mut ops) {
+                Ok(()) => true,
+                Err(e) if e.done >= 1 => false,
+                Err(e) => return Err(Error::io(IoOp::Write, mine.sector(), e.error)),
+            }
+        } else {
+            self.device
+                .transfer(
+                    &[(mine.sector(), &self.sector)],
+                    &mut [(other.sector(), &mut self.theirs)],
+                )
+                .map_err(|e| Error::io(IoOp::Write, mine.sector(), e))?;
+            true
+        };
+        self.trace_write(state.position, state.flag);
+        if !read {
+            return Ok(None);
+        }
+        Ok(format::decode_state(other, &self.theirs)
+            .ok()
+            .map(|s| SideState::new(s.position, s.flag)))
+    }
+
+    /// Format 1: encodes this side's state sector with `state` and our
+    /// label into the link's sector buffer.
+    fn encode_v1(&mut self, state: SideState) {
         let label = Label {
             queue: &self.options.queue,
             client: &self.options.client,
@@ -360,9 +429,6 @@ impl<D: BlockDevice> Link<D> {
             flag: state.flag,
         };
         format::encode_state(self.side, state, Some(label), &mut self.sector);
-        self.write_own(durable)?;
-        self.trace_write(state.position, state.flag);
-        Ok(())
     }
 
     /// Format 2: writes our sector with `state`'s position, flag,
@@ -482,6 +548,42 @@ impl<D: BlockDevice> Link<D> {
         if let Some(owned) = self.owned.as_deref_mut() {
             owned.wrote_records();
         }
+        Ok(())
+    }
+
+    /// Writes whole stream sectors and this side's state sector (a plain
+    /// write) as one [`BlockDevice::transfer`]: in flight together,
+    /// completed in any order, so a crash may leave any of them. Only for
+    /// a state that publishes none of these sectors' items: a streaming
+    /// producer's next batch with the pointer of the previous one, whose
+    /// items an earlier flush made durable (FORMAT.md, "Publishing").
+    /// Format 2 (no caller yet): the stream write, then the state write.
+    pub(crate) fn write_stream_with_state(
+        &mut self,
+        stream_sector: u64,
+        buf: &[u8],
+        state: SideState,
+    ) -> Result<()> {
+        if self.owned.is_some() {
+            self.write_stream(stream_sector, buf)?;
+            return self.write_state_as(state, false);
+        }
+        self.encode_v1(state);
+        let ss = self.geometry.sector_size();
+        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
+        let mut writes: Vec<(u64, &[u8])> = Vec::with_capacity(3);
+        let mut off = 0;
+        for (sector, count) in runs.iter() {
+            let len = count as usize * ss;
+            writes.push((sector, &buf[off..off + len]));
+            off += len;
+        }
+        let first = writes.first().map_or(self.side.sector(), |w| w.0);
+        writes.push((self.side.sector(), &self.sector));
+        self.device
+            .transfer(&writes, &mut [])
+            .map_err(|e| Error::io(IoOp::Write, first, e))?;
+        self.trace_write(state.position, state.flag);
         Ok(())
     }
 
