@@ -3,9 +3,11 @@
 
 pub mod nbd;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The item with index `i` in a stream made from `seed`: a pseudo-random
 /// length from 0 to `max_len`, starting with the index itself (when there
@@ -111,6 +113,11 @@ impl Drop for LoopDevice {
     }
 }
 
+/// How long [`ChildGuard::wait_output`] waits: past it a child is hung
+/// (the slowest, 100,000 items between two processes, takes about 30 s,
+/// 90 s with both cores busy).
+pub const CHILD_LIMIT: Duration = Duration::from_secs(200);
+
 /// A child process killed (if still running) and reaped on drop, so a
 /// failing test leaves nothing behind.
 pub struct ChildGuard(pub Option<Child>);
@@ -121,13 +128,11 @@ impl ChildGuard {
         ChildGuard(Some(cmd.spawn().expect("spawn child process")))
     }
 
-    /// Waits for the child and returns its exit status and output.
+    /// Waits for the child and returns its exit status and output; kills
+    /// it and fails the test if it runs past [`CHILD_LIMIT`].
     pub fn wait_output(mut self) -> std::process::Output {
-        self.0
-            .take()
-            .expect("child already taken")
-            .wait_with_output()
-            .expect("wait for child")
+        let child = self.0.take().expect("child already taken");
+        output_within(child, CHILD_LIMIT, "a child process")
     }
 
     /// The child, while it runs.
@@ -142,5 +147,96 @@ impl Drop for ChildGuard {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Joins `handle`, failing the test (naming `what`) if the thread has not
+/// finished within `limit`: a hang becomes a failure that says what it
+/// waited for. A panic in the thread is passed on.
+pub fn join_within<T>(handle: JoinHandle<T>, limit: Duration, what: &str) -> T {
+    let deadline = Instant::now() + limit;
+    while !handle.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match handle.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// `child.wait_with_output()` with a deadline: kills the child and fails
+/// the test (naming `what`) if it has not exited within `limit`.
+pub fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>> {
+        pipe.map(|mut p| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = p.read_to_end(&mut bytes);
+                bytes
+            })
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // The child has exited; its pipes end unless it left a process behind
+    // holding them, which the deadline turns into a failure too.
+    let collect = |h: Option<JoinHandle<Vec<u8>>>, pipe: &str| {
+        h.map(|h| join_within(h, limit, &format!("reading {what}'s {pipe}")))
+            .unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: collect(out, "stdout"),
+        stderr: collect(err, "stderr"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "sleeper did not finish within")]
+    fn join_within_turns_a_hang_into_a_named_failure() {
+        let h = std::thread::spawn(|| std::thread::sleep(Duration::from_secs(2)));
+        join_within(h, Duration::from_millis(50), "sleeper");
+    }
+
+    #[test]
+    fn output_within_returns_what_the_child_printed() {
+        let child = Command::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = output_within(child, Duration::from_secs(30), "sh");
+        assert_eq!(
+            (o.status.code(), &o.stdout[..], &o.stderr[..]),
+            (Some(3), &b"out\n"[..], &b"err\n"[..])
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "sleep 5 did not exit within")]
+    fn output_within_kills_a_hung_child() {
+        let child = Command::new("sleep").arg("5").spawn().unwrap();
+        output_within(child, Duration::from_millis(100), "sleep 5");
     }
 }

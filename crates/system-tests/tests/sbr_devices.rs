@@ -4,9 +4,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use system_tests::nbd::{NbdServer, Transport};
-use system_tests::{ring_file, LoopDevice};
+use system_tests::{join_within, output_within, ring_file, LoopDevice};
+
+/// How long one sbr command of these tests may take (the slowest moves
+/// 30,000 items over NBD in a few seconds; a hang fails here, named).
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// The `sbr` binary that `cargo test --workspace` builds next to this test.
 fn sbr_bin() -> PathBuf {
@@ -38,8 +43,8 @@ fn sbr(args: &[&str], stdin: &[u8]) -> Output {
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = output_within(child, LIMIT, &format!("sbr {}", args.join(" ")));
+    join_within(writer, LIMIT, "the writer of sbr's standard input");
     out
 }
 
@@ -92,9 +97,10 @@ fn every_command_works_on_a_loop_device() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let consumer = std::thread::spawn(move || consumer.wait_with_output().unwrap());
+    let consumer =
+        std::thread::spawn(move || output_within(consumer, LIMIT, "sbr consume --follow"));
     ok(&sbr(&["produce", &d], &input));
-    let c = consumer.join().unwrap();
+    let c = join_within(consumer, LIMIT, "the thread waiting for sbr consume");
     // The consumer stops after 30,000 items: "gamma" and all but the last line.
     let mut expected = b"gamma\n".to_vec();
     for line in input.split_inclusive(|&b| b == b'\n').take(29_999) {
@@ -221,7 +227,7 @@ fn only_child(pid: u32) -> u32 {
 #[test]
 fn two_sbr_consumers_through_one_qemu_nbd_export_share_by_lease() {
     use std::io::{BufRead, BufReader};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     system_tests::require_root("a consumer in its own pid namespace");
     let unshare = system_tests::require_tool("unshare", "util-linux");
     let image = ring_file(1 << 20);

@@ -17,7 +17,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shared_block_ring::{create, FileDevice};
-use system_tests::{mix, ring_file, ChildGuard, LoopDevice};
+use system_tests::{join_within, mix, ring_file, ChildGuard, LoopDevice};
+
+/// How long a peer's reader thread may take to see the end of its output
+/// once the peer has exited.
+const READER_LIMIT: Duration = Duration::from_secs(30);
 
 const PEER: &str = env!("CARGO_BIN_EXE_torture-peer");
 /// Up to three sectors per item.
@@ -67,7 +71,7 @@ impl Peer {
     /// stops by being killed, or after a drain).
     fn assert_running(&mut self, what: &str) {
         if let Some(status) = self.child.child().try_wait().expect("try_wait") {
-            let lines = self.reader.take().unwrap().join().unwrap();
+            let lines = join_within(self.reader.take().unwrap(), READER_LIMIT, "reader thread");
             panic!(
                 "{what} exited by itself ({status}); its last lines: {:?}",
                 tail(&lines)
@@ -80,7 +84,7 @@ impl Peer {
         let c = self.child.child();
         let _ = c.kill(); // SIGKILL
         let _ = c.wait();
-        self.reader.take().unwrap().join().expect("reader thread")
+        join_within(self.reader.take().unwrap(), READER_LIMIT, "reader thread")
     }
 
     /// Waits for a process that exits by itself; returns its status and lines.
@@ -90,7 +94,7 @@ impl Peer {
             if let Some(status) = self.child.child().try_wait().expect("try_wait") {
                 return (
                     status.success(),
-                    self.reader.take().unwrap().join().unwrap(),
+                    join_within(self.reader.take().unwrap(), READER_LIMIT, "reader thread"),
                 );
             }
             assert!(Instant::now() < deadline, "a drain did not finish");
