@@ -75,9 +75,6 @@ pub struct Producer<D: BlockDevice, C: Codec = Bytes> {
     /// (write-behind, see [`commit`](Self::commit)) is only in `staging`,
     /// to be written with the next publication.
     written: u64,
-    /// The stream position of `staging[0]` (a sector boundary): the start
-    /// of the sector holding `written`.
-    base: u64,
     /// The consumer position as last read.
     consumer: u64,
     /// Our `suspend_ack` as on the device.
@@ -166,7 +163,6 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             published_durable: p.position,
             tail: p.position,
             written: p.position,
-            base: p.position / ss as u64 * ss as u64,
             consumer: c.position,
             ack: p.flag,
             looked_at: Instant::now(),
@@ -574,7 +570,14 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
 
     /// Bytes already in `staging`: from `base` to `tail`.
     fn head(&self) -> usize {
-        (self.tail - self.base) as usize
+        (self.tail - self.base()) as usize
+    }
+
+    /// The stream position of `staging[0]`: the start of the sector
+    /// holding `written` (what is before it is on the device).
+    fn base(&self) -> u64 {
+        let ss = self.link.geometry.sector_size() as u64;
+        self.written / ss * ss
     }
 
     /// Fails with `Suspended` when the consumer's last known request is a
@@ -693,7 +696,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         }
         let sectors = end.div_ceil(ss);
         // The write covers whole sectors: its last one runs past new_tail.
-        let write_end = self.base + (sectors * ss) as u64;
+        let write_end = self.base() + (sectors * ss) as u64;
         let durable = self.consumer_durable;
         // Saturating: a ring larger than the headroom (no real device)
         // must not overflow here either.
@@ -760,7 +763,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
                 // pushed, may not be durable yet). Read now, not when the
                 // bytes were pushed: a push that failed since may have
                 // staged over them.
-                let new_end = self.base + end as u64;
+                let new_end = self.base() + end as u64;
                 let last = new_end / ss as u64;
                 let capacity = self.link.geometry.capacity();
                 let released = if self.power_loss() {
@@ -778,19 +781,18 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             }
             sectors
         };
-        let first = self.base / ss as u64;
+        let first = self.base() / ss as u64;
         let buf = &self.staging[..write_sectors * ss];
         match pointer {
             Some(state) => self.link.write_stream_with_state(first, buf, state)?,
             None => self.link.write_stream(first, buf)?,
         }
-        let new_end = self.base + end as u64;
+        let new_end = self.base() + end as u64;
         if new_end % ss as u64 != 0 && write_sectors == sectors && sectors > 1 {
             // Keep the new end's partial sector at the front.
             self.staging
                 .copy_within((sectors - 1) * ss..sectors * ss, 0);
         }
-        self.base = new_end / ss as u64 * ss as u64;
         self.written = new_end;
         Ok(())
     }
