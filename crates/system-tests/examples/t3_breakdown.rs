@@ -7,7 +7,7 @@
 //! cargo run --release -p system-tests --example t3_breakdown [BATCHES] [ROUNDS] [sync|uring]
 //! ```
 //!
-//! Each round runs BATCHES (default 100) batches of one 1 MiB item, then as
+//! Each round runs BATCHES (default 100, at most 248) batches of one 1 MiB item, then as
 //! many 1 MiB `write_durable` calls (what `sbr bench` calls the 1 MiB
 //! O_DSYNC write) on the same file. The producer's device is wrapped in a
 //! device that times each call (outside the library). Per batch it prints
@@ -157,7 +157,13 @@ fn round(path: &std::path::Path, io: Io, batches: usize) -> ([f64; 5], f64, f64)
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let batches: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    // Nobody consumes: the batches must fit the ring.
+    let most = RING_BYTES / ITEM_LEN - 8;
+    let batches: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100)
+        .min(most);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
     let io = match args.next().as_deref() {
         Some("sync") => Io::Sync,
