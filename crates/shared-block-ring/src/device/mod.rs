@@ -98,6 +98,15 @@ pub trait BlockDevice: Send + Sync {
         transfer_one_by_one(self, writes, reads)
     }
 
+    /// True when [`transfer`](Self::transfer) puts its operations in
+    /// flight together (one device round trip for the lot, as on io_uring
+    /// and NBD), false when it runs them one after another (the default).
+    /// Only informs measurements: what a transfer does is the same either
+    /// way.
+    fn transfers_together(&self) -> bool {
+        false
+    }
+
     /// Carries out `ops` in order, each starting only once the previous one
     /// has completed, as the same calls one after another would, but with
     /// fewer waits where the device allows: [`FileDevice`] on io_uring
@@ -440,6 +449,7 @@ macro_rules! forward_block_device {
             fn flush(&self) -> io::Result<()> { (**self).flush() }
             fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> { (**self).transfer(writes, reads) }
             fn chain(&self, ops: &mut [Op<'_>]) -> Result<(), ChainError> { (**self).chain(ops) }
+            fn transfers_together(&self) -> bool { (**self).transfers_together() }
             fn is_read_only(&self) -> bool { (**self).is_read_only() }
             fn wait_for_change(&self, timeout: std::time::Duration) -> bool { (**self).wait_for_change(timeout) }
             fn notifies_changes(&self) -> bool { (**self).notifies_changes() }

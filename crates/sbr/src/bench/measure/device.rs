@@ -36,12 +36,19 @@ pub struct IoCounts {
     /// Durable writes of the producer sector: full `advance`s (and
     /// `sync`s), each paying its own flush.
     pub durable_producer_sector_writes: u64,
+    /// Operations that went in flight with another one of the same
+    /// `transfer` (all of a transfer's but one, on a device that runs them
+    /// together): counted above, but not a round trip of their own.
+    #[serde(default)]
+    pub overlapped: u64,
 }
 
 impl IoCounts {
-    /// Device round trips: every operation.
+    /// Device round trips: every operation, less those in flight with
+    /// another of the same transfer.
     pub fn round_trips(&self) -> u64 {
-        self.reads + self.writes + self.durable_writes + self.flushes
+        (self.reads + self.writes + self.durable_writes + self.flushes)
+            .saturating_sub(self.overlapped)
     }
 
     /// Cache flushes: `flush` calls plus durable writes (each is one).
@@ -73,6 +80,7 @@ impl IoCounts {
                 self.durable_producer_sector_writes,
                 o.durable_producer_sector_writes,
             ),
+            overlapped: f(self.overlapped, o.overlapped),
         }
     }
 }
@@ -100,6 +108,7 @@ pub struct IoStats {
     producer_sector_writes: AtomicU64,
     consumer_sector_writes: AtomicU64,
     durable_producer_sector_writes: AtomicU64,
+    overlapped: AtomicU64,
 }
 
 impl IoStats {
@@ -114,6 +123,7 @@ impl IoStats {
             producer_sector_writes: get(&self.producer_sector_writes),
             consumer_sector_writes: get(&self.consumer_sector_writes),
             durable_producer_sector_writes: get(&self.durable_producer_sector_writes),
+            overlapped: get(&self.overlapped),
         }
     }
 
@@ -196,8 +206,8 @@ impl BlockDevice for Counted {
         IoStats::bump(&self.stats.flushes);
         self.inner.flush()
     }
-    /// Counted as its writes and reads (one round trip on io_uring or
-    /// NBD, where they are in flight together).
+    /// Counted as its writes and reads, and as one round trip where the
+    /// device has them in flight together (io_uring, NBD).
     fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
         for &(sector, _) in writes {
             self.stats.wrote(sector, false);
@@ -205,7 +215,14 @@ impl BlockDevice for Counted {
         for _ in reads.iter() {
             IoStats::bump(&self.stats.reads);
         }
+        let ops = (writes.len() + reads.len()) as u64;
+        if ops > 1 && self.inner.transfers_together() {
+            self.stats.overlapped.fetch_add(ops - 1, Ordering::Relaxed);
+        }
         self.inner.transfer(writes, reads)
+    }
+    fn transfers_together(&self) -> bool {
+        self.inner.transfers_together()
     }
     /// Counted as its operations (one submission on io_uring).
     fn chain(&self, ops: &mut [Op<'_>]) -> Result<(), ChainError> {
@@ -418,4 +435,51 @@ pub fn work_dir(asked: Option<&Path>, access: &Access) -> Result<tempfile::TempD
         "no directory for the bench's files supports O_DIRECT ({}); pass --dir on a disk filesystem, or --buffered",
         why.join("; ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_block_ring::MemDevice;
+
+    /// A memory device that says its transfers go together, or not.
+    struct Together(MemDevice, bool);
+
+    impl BlockDevice for Together {
+        fn sector_size(&self) -> usize {
+            self.0.sector_size()
+        }
+        fn sectors(&self) -> u64 {
+            self.0.sectors()
+        }
+        fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.0.read(sector, buf)
+        }
+        fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
+            self.0.write(sector, buf)
+        }
+        fn flush(&self) -> io::Result<()> {
+            self.0.flush()
+        }
+        fn transfers_together(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[test]
+    fn a_transfer_is_one_round_trip_only_where_its_operations_go_together() {
+        for (together, trips) in [(true, 2), (false, 4)] {
+            let d = Counted::new(Box::new(Together(MemDevice::new(512, 8), together)), None);
+            let stats = d.stats();
+            let buf = vec![7u8; 512];
+            let mut into = vec![0u8; 512];
+            // A transfer of two writes and a read, then a flush.
+            d.transfer(&[(3, &buf), (4, &buf)], &mut [(5, &mut into[..])])
+                .unwrap();
+            d.flush().unwrap();
+            let io = stats.snapshot();
+            assert_eq!((io.writes, io.reads, io.flushes), (2, 1, 1));
+            assert_eq!(io.round_trips(), trips, "together: {together}");
+        }
+    }
 }

@@ -553,6 +553,12 @@ impl BlockDevice for FileDevice {
         }
     }
 
+    /// With io_uring (and buffers it can take without a bounce copy), so
+    /// the ring's own transfers: their buffers are aligned.
+    fn transfers_together(&self) -> bool {
+        self.uring.is_some()
+    }
+
     /// With io_uring, every write and read is in flight at once.
     fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
         for &(sector, buf) in writes {

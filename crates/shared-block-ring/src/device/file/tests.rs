@@ -401,3 +401,15 @@ fn role_locks_conflict_between_opens() {
     drop(b);
     assert!(a.try_lock(Side::Consumer).unwrap().is_ok());
 }
+
+#[test]
+fn transfers_go_together_on_the_io_uring_path_only() {
+    for io in both_paths() {
+        let f = file_of(8192);
+        let d = FileDevice::open_with(f.path(), &FileOptions::new().io(io)).unwrap();
+        assert_eq!(d.transfers_together(), io == Io::Uring, "{io:?}");
+        // Through a box, as `device::open` hands it out.
+        let boxed: Box<dyn BlockDevice> = Box::new(d);
+        assert_eq!(boxed.transfers_together(), io == Io::Uring, "{io:?}");
+    }
+}

@@ -442,6 +442,11 @@ impl BlockDevice for NbdDevice {
         self.with_conn(|conn| conn.run([Request::Flush]))
     }
 
+    /// Every request of a transfer is sent before the first reply is read.
+    fn transfers_together(&self) -> bool {
+        true
+    }
+
     fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
         for &(sector, buf) in writes {
             check_range(self.sector_size, self.sectors, sector, buf.len())?;
