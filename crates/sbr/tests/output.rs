@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{dir, run, sbr, stderr, wait_timeout, LIMIT, SBR};
+use common::{dir, join_within, run, sbr, stderr, wait_timeout, LIMIT, SBR};
 
 /// A pipe whose reading end is already closed: every write to the other
 /// end fails with EPIPE (sbr, like every Rust program, ignores SIGPIPE).
@@ -148,9 +148,10 @@ fn consume_killed_with_sigkill_leaves_only_whole_lines() {
             .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(20 + (rng >> 33) % 60));
         c.kill().unwrap();
-        c.wait().unwrap();
+        wait_timeout(&mut c, Duration::from_secs(30), "the killed consumer");
         kills += 1;
-        let out = String::from_utf8(reader.join().unwrap()).expect("output is text");
+        let out = join_within(reader, Duration::from_secs(30), "the output reader");
+        let out = String::from_utf8(out).expect("output is text");
         assert!(
             out.is_empty() || out.ends_with('\n'),
             "run {kills} ends in a partial line: {:?}",
@@ -174,8 +175,12 @@ fn consume_killed_with_sigkill_leaves_only_whole_lines() {
         }
         assert!(kills < 3000, "no progress after {kills} kills");
     }
-    writer.join().unwrap();
-    let status = producer.wait().unwrap();
+    join_within(
+        writer,
+        Duration::from_secs(60),
+        "the producer's input writer",
+    );
+    let status = wait_timeout(&mut producer, Duration::from_secs(60), "the producer");
     assert!(status.success(), "producer: {status:?}");
     assert!(kills >= 20, "only {kills} kills");
     eprintln!("{kills} kills, {total} lines, {repeated} printed again after a kill");

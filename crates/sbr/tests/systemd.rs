@@ -112,7 +112,7 @@ fn the_example_unit_consumes_every_item_once_and_stops_cleanly_on_sigterm() {
         Duration::from_secs(30),
         "the service after SIGTERM",
     );
-    let p = producer.join().unwrap();
+    let p = join_within(producer, Duration::from_secs(60), "sbr produce");
     assert_eq!(code(&p), 0, "{}", stderr(&p));
     let mut err = String::new();
     std::io::Read::read_to_string(service.stderr.as_mut().unwrap(), &mut err).unwrap();

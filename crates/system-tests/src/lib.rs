@@ -168,6 +168,22 @@ pub fn join_within<T>(handle: JoinHandle<T>, limit: Duration, what: &str) -> T {
     }
 }
 
+/// `child.wait()` with a deadline: kills the child and fails the test
+/// (naming `what`) if it has not exited within `limit`.
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `child.wait_with_output()` with a deadline: kills the child and fails
 /// the test (naming `what`) if it has not exited within `limit`.
 pub fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use shared_block_ring::{create, FileDevice};
-use system_tests::{join_within, mix, ring_file, ChildGuard, LoopDevice};
+use system_tests::{join_within, mix, ring_file, wait_within, ChildGuard, LoopDevice};
 
 /// How long a peer's reader thread may take to see the end of its output
 /// once the peer has exited.
@@ -83,7 +83,7 @@ impl Peer {
     fn kill(mut self) -> Vec<String> {
         let c = self.child.child();
         let _ = c.kill(); // SIGKILL
-        let _ = c.wait();
+        wait_within(c, READER_LIMIT, "the killed peer");
         join_within(self.reader.take().unwrap(), READER_LIMIT, "reader thread")
     }
 

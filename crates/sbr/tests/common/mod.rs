@@ -6,8 +6,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// The `sbr` binary under test.
 pub const SBR: &str = env!("CARGO_BIN_EXE_sbr");
@@ -65,20 +65,14 @@ pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     output_of(sbr(args), stdin, LIMIT)
 }
 
+// Re-exported for the test binaries that wait on children or threads (not
+// every binary that includes this module does).
+/// Joins a thread, failing the test after `limit`.
+#[allow(unused_imports)]
+pub use system_tests::join_within;
 /// Waits for `child`, killing it and failing the test after `limit`.
-pub fn wait_timeout(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+#[allow(unused_imports)]
+pub use system_tests::wait_within as wait_timeout;
 
 /// The exit status, or -1 when killed by a signal.
 pub fn code(o: &Output) -> i32 {
