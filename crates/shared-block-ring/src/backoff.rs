@@ -7,6 +7,10 @@
 //! cache flushes), every 50 µs, so a waiter notices an item soon after it
 //! is published; after that the sleeps double up to a cap, so an idle
 //! waiter costs a few hundred cheap reads a second rather than a core.
+//! Where the device wakes waiters on this host's writes, the hot phase is
+//! skipped and the cap is longer (see
+//! [`Options::max_backoff_notified`](crate::Options::max_backoff_notified)):
+//! the polls are then only for writers on other hosts.
 
 use std::time::{Duration, Instant};
 
@@ -84,6 +88,15 @@ impl Backoff {
         self
     }
 
+    /// Caps the sleeps at `max` (the async handles, which give way to
+    /// other operations after each sleep, keep the shorter cap).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn capped(mut self, max: Duration) -> Backoff {
+        self.max = self.max.min(max.max(Self::FIRST));
+        self.next = self.next.min(self.max);
+        self
+    }
+
     /// Starts again from the shortest wait (after progress).
     pub fn reset(&mut self) {
         self.next = Self::FIRST;
@@ -139,6 +152,27 @@ mod tests {
         pauses(&mut b, 6);
         assert!(b.wait_with(|_| true));
         assert_eq!(b.next, Backoff::FIRST);
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_capped_backoff_never_sleeps_longer_than_its_cap() {
+        let mut b = Backoff::new(Duration::from_millis(20), None)
+            .without_hot_phase()
+            .capped(Duration::from_micros(300));
+        let p: Vec<u64> = pauses(&mut b, 6)
+            .iter()
+            .map(|d| d.as_micros() as u64)
+            .collect();
+        assert_eq!(p, vec![50, 100, 200, 300, 300, 300]);
+        // A larger cap than the backoff's own changes nothing.
+        let mut b = Backoff::new(Duration::from_micros(200), None)
+            .without_hot_phase()
+            .capped(Duration::from_millis(20));
+        assert_eq!(
+            *pauses(&mut b, 5).last().unwrap(),
+            Duration::from_micros(200)
+        );
     }
 
     #[test]

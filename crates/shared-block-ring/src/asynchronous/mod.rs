@@ -330,9 +330,11 @@ trait Waits {
     fn pause(&self, backoff: &mut Backoff);
 }
 
+// Capped at `max_backoff` even where the device notifies changes: an
+// operation queued behind a wait runs only after the wait's current sleep.
 impl<D: crate::BlockDevice, C: crate::Codec> Waits for crate::Producer<D, C> {
     fn new_backoff(&self) -> Backoff {
-        self.backoff(None)
+        self.backoff(None).capped(self.options().max_backoff)
     }
     fn pause(&self, backoff: &mut Backoff) {
         crate::Producer::pause(self, backoff);
@@ -341,7 +343,7 @@ impl<D: crate::BlockDevice, C: crate::Codec> Waits for crate::Producer<D, C> {
 
 impl<D: crate::BlockDevice, C: crate::Codec> Waits for crate::Consumer<D, C> {
     fn new_backoff(&self) -> Backoff {
-        self.backoff()
+        self.backoff().capped(self.options().max_backoff)
     }
     fn pause(&self, backoff: &mut Backoff) {
         crate::Consumer::pause(self, backoff);

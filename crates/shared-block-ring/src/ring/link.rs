@@ -587,14 +587,17 @@ impl<D: BlockDevice> Link<D> {
         Ok(())
     }
 
-    /// A backoff for waiting on the other side: without the phase of
-    /// frequent polls when the device wakes waiters itself.
+    /// A backoff for waiting on the other side. When the device wakes
+    /// waiters itself on this host's writes, the polls are only for other
+    /// hosts': no phase of frequent polls, and sleeps up to
+    /// `max_backoff_notified` (see [`Options::max_backoff_notified`]).
     pub(crate) fn backoff(&self, timeout: Option<Duration>) -> crate::Backoff {
-        let b = crate::Backoff::new(self.options.max_backoff, timeout);
+        let o = &self.options;
         if self.device.notifies_changes() {
-            b.without_hot_phase()
+            let max = o.max_backoff.max(o.max_backoff_notified);
+            crate::Backoff::new(max, timeout).without_hot_phase()
         } else {
-            b
+            crate::Backoff::new(o.max_backoff, timeout)
         }
     }
 

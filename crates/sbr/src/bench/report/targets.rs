@@ -310,7 +310,7 @@ pub fn targets(found: &Findings, l: &Limits, cfg: &Config) -> Vec<Target> {
         format!(
             "floor (two O_DSYNC writes + one read, measured alongside): {floor_us:.0} us (from step 1: {:.0} us); idle consumer p99 {:.0} us; \
              pushed 0-2 ms after the previous pop: p50 {:.0} us, p99 {:.0} us against a floor of {:.0} us; \
-             an idle consumer polls every max_backoff (4 ms: {:.0} polls/s, {:.0} us of CPU each) for writers on other hosts, \
+             an idle consumer polls for writers on other hosts at most every max_backoff_notified (20 ms; measured {:.0} polls/s, {:.0} us of CPU each), \
              and is woken at once by writes from this host (inotify on the file or block device), so it does not need fast polling \
              (fast polling alone would need a poll every ~{:.0} us, about {:.0}% of a core at this cost per poll)",
             latency_floor_s(l) * 1e6,

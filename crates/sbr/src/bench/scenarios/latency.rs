@@ -116,7 +116,8 @@ pub enum Pause {
     /// polls often (its hot phase lasts 2 ms).
     Short,
     /// 20 to 30 ms: the consumer has been waiting long and polls at its
-    /// slowest (every `max_backoff`, 4 ms by default): an idle ring.
+    /// slowest (on a local file, which wakes it on this host's writes,
+    /// every `max_backoff_notified`, 20 ms by default): an idle ring.
     Idle,
 }
 
