@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use shared_block_ring::device::{self, BlockDevice, Io};
@@ -207,16 +208,38 @@ pub struct Names {
     /// it and when it was last seen).
     #[arg(long)]
     pub take_over: bool,
+
+    /// The longest wait between two looks at the ring while waiting for
+    /// the other side (from 100us to 60s). Default: 20ms on a local file or
+    /// block device, whose writes from this host wake the wait at once (the
+    /// looks are only for writers on other hosts), 4ms elsewhere (NBD).
+    /// Shorter sees another host's writes sooner, at some CPU per look.
+    #[arg(long, value_name = "DURATION", value_parser = parse_poll_interval)]
+    pub poll_interval: Option<Duration>,
 }
 
 impl Names {
-    /// `options` with these names.
+    /// `options` with these names (and the poll interval, if given).
     pub fn apply(&self, options: Options) -> Options {
-        options
+        let options = options
             .queue(&self.queue)
             .client(&self.client)
-            .take_over(self.take_over)
+            .take_over(self.take_over);
+        match self.poll_interval {
+            Some(d) => options.max_backoff(d).max_backoff_notified(d),
+            None => options,
+        }
     }
+}
+
+/// Parses `--poll-interval`: a duration from 100us to 60s (shorter would
+/// spin, longer would look stuck).
+pub fn parse_poll_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_micros(100)..=Duration::from_secs(60)).contains(&d) {
+        return Err(format!("{s:?} is outside 100us to 60s"));
+    }
+    Ok(d)
 }
 
 impl DeviceArgs {
@@ -293,3 +316,55 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use shared_block_ring::{create, FileDevice, Producer};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        names: Names,
+    }
+
+    /// The longest sleep of a producer's wait for space on a ring in a
+    /// local file, attached with the options `args` give.
+    fn longest_sleep(args: &[&str]) -> Duration {
+        let cmd = Cmd::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        let f = system_tests::ring_file(64 << 10);
+        let dev = FileDevice::open(f.path()).unwrap();
+        create(&dev).unwrap();
+        let p = Producer::attach(dev, cmd.names.apply(Options::new())).unwrap();
+        let mut backoff = p.backoff(None);
+        let mut longest = Duration::ZERO;
+        for _ in 0..40 {
+            backoff.wait_with(|d| {
+                longest = longest.max(d);
+                false
+            });
+        }
+        longest
+    }
+
+    #[test]
+    fn poll_interval_sets_the_longest_wait_between_looks() {
+        assert_eq!(longest_sleep(&[]), Duration::from_millis(20));
+        assert_eq!(
+            longest_sleep(&["--poll-interval", "3ms"]),
+            Duration::from_millis(3)
+        );
+        assert_eq!(
+            longest_sleep(&["--poll-interval", "1s"]),
+            Duration::from_secs(1)
+        );
+        for bad in ["10us", "0s", "2m", "soon"] {
+            let e = Cmd::try_parse_from(["t", "--poll-interval", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+    }
+}
