@@ -191,8 +191,9 @@ impl OpenArgs {
 }
 
 /// How a command attaches its side: the names it writes into its state
-/// sector, which `sbr diagnostics` shows ("QUEUE used by CLIENT"), and
-/// whether it takes a format-2 side over.
+/// sector, which `sbr diagnostics` shows ("QUEUE used by CLIENT"),
+/// whether it takes a format-2 side over, and how often it looks at the
+/// ring while it waits for the other side.
 #[derive(Args, Debug, Clone)]
 pub struct Names {
     /// Queue name written into this side's state sector.

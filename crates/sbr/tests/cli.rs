@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{code, dir, new_ring, run, sbr, stderr, stdout, wait_timeout, SBR};
+use common::{code, dir, join_within, new_ring, run, sbr, stderr, stdout, wait_timeout, SBR};
 
 /// Asserts a failure: status, one `error:` line naming the device, and a cause.
 fn assert_error(o: &Output, status: i32, device: &str, cause: &str) {
@@ -190,11 +190,15 @@ fn suspend_and_resume_exit_codes() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let o = waiter.join().unwrap();
+    let o = join_within(waiter, Duration::from_secs(120), "sbr suspend --wait");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("acknowledged by the producer"));
     drop(input);
-    let status = producer.wait().unwrap();
+    let status = wait_timeout(
+        &mut producer,
+        Duration::from_secs(60),
+        "the suspended producer",
+    );
     assert_eq!(status.code(), Some(69));
 }
 
@@ -372,7 +376,11 @@ fn concurrent_produce_and_consume_move_100000_lines_in_order() {
     let consumer = std::thread::spawn(move || consumer.wait_with_output().unwrap());
     let p = run(&["produce", &ring, "--batch", "64"], &input);
     assert_eq!(code(&p), 0, "{}", stderr(&p));
-    let c = consumer.join().unwrap();
+    let c = join_within(
+        consumer,
+        Duration::from_secs(300),
+        "consume --follow --max 100000",
+    );
     assert_eq!(code(&c), 0, "{}", stderr(&c));
     assert!(c.stdout == input, "output differs from input");
 }

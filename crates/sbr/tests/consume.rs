@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{dir, run, stderr as err, stdout as out, wait_timeout, SBR};
+use common::{dir, join_within, run, stderr as err, stdout as out, wait_timeout, SBR};
 
 /// Runs `sbr args` with `stdin`, failing after 60 s.
 fn ring_with(d: &std::path::Path, items: &[u8]) -> String {
@@ -173,7 +173,8 @@ fn follow_ends_after_an_idle_timeout_or_max_items() {
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
     let status = wait_timeout(&mut c, Duration::from_secs(30), "consume --follow --max 2");
     assert!(status.success());
-    assert_eq!(reader.join().unwrap(), "x\ny\n");
+    let printed = join_within(reader, Duration::from_secs(30), "the output reader");
+    assert_eq!(printed, "x\ny\n");
     assert_eq!(out(&run(&["consume", &ring], b"")), "z\n");
 }
 
@@ -264,7 +265,7 @@ fn diagnostics_watch_reports_lag_once_per_interval() {
     };
     std::thread::sleep(Duration::from_millis(300));
     run(&["consume", &ring], b"");
-    let o = watcher.join().unwrap();
+    let o = join_within(watcher, Duration::from_secs(120), "sbr diagnostics --watch");
     let last: serde_json::Value = serde_json::from_str(out(&o).lines().last().unwrap()).unwrap();
     assert_eq!(last["pending_items"], 0, "{}", out(&o));
     assert_eq!(last["consumer_idle_at_least"], false, "{}", out(&o));
