@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shared_block_ring::{
@@ -146,6 +147,121 @@ fn a_push_notices_a_suspend_within_the_poll_interval() {
     assert_eq!(consumer.state().unwrap(), RingState::Suspended);
     consumer.resume().unwrap();
     assert!(producer.push(b"x").is_ok());
+}
+
+/// A device that records which calls it gets, for tests that care how
+/// operations are grouped (one transfer, or calls one after another).
+#[derive(Clone)]
+struct Recorded {
+    inner: MemDevice,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorded {
+    fn new(inner: MemDevice) -> Recorded {
+        Recorded {
+            inner,
+            calls: Arc::default(),
+        }
+    }
+
+    fn note(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+impl BlockDevice for Recorded {
+    fn sector_size(&self) -> usize {
+        self.inner.sector_size()
+    }
+    fn sectors(&self) -> u64 {
+        self.inner.sectors()
+    }
+    fn read(&self, sector: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.note(format!("read {sector}"));
+        self.inner.read(sector, buf)
+    }
+    fn write(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.note(format!("write {sector}"));
+        self.inner.write(sector, buf)
+    }
+    fn write_durable(&self, sector: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.note(format!("write_durable {sector}"));
+        self.inner.write_durable(sector, buf)
+    }
+    fn transfer(
+        &self,
+        writes: &[(u64, &[u8])],
+        reads: &mut [(u64, &mut [u8])],
+    ) -> std::io::Result<()> {
+        let w: Vec<String> = writes.iter().map(|(s, _)| s.to_string()).collect();
+        let r: Vec<String> = reads.iter().map(|(s, _)| s.to_string()).collect();
+        self.note(format!("transfer w[{}] r[{}]", w.join(","), r.join(",")));
+        self.inner.transfer(writes, reads)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.note("flush".into());
+        self.inner.flush()
+    }
+}
+
+/// A format 1 push that is due to look at the consumer sector reads it in
+/// one transfer with its data write (in flight together where the device
+/// allows), not in a round trip before it. When that read finds a suspend
+/// request, the push is undone: it fails with `Suspended`, the tail does
+/// not move, and the next push writes over the bytes it left past the
+/// tail, starting in the partly filled sector the undone push began in.
+#[test]
+fn a_push_looks_at_the_consumer_with_its_write_and_undoes_itself_on_a_suspend() {
+    let disk = Recorded::new(MemDevice::new(512, 32));
+    create(&disk).unwrap();
+    let options = Options::new().consumer_poll_interval(Duration::ZERO);
+    let mut producer = Producer::attach(disk.clone(), options).unwrap();
+    let mut consumer = Consumer::attach(disk.clone(), Options::new()).unwrap();
+    let first = producer.push(&payload(100, 1)).unwrap();
+    producer.advance(first).unwrap();
+    disk.take();
+    // Ends mid-sector: the next push starts in a sector held in memory.
+    let second = producer.push(&payload(300, 2)).unwrap();
+    assert_eq!(
+        disk.take(),
+        ["transfer w[3] r[2]"],
+        "the look (sector 2) goes with the data write"
+    );
+    producer.advance(second).unwrap();
+
+    consumer.suspend().unwrap();
+    disk.take();
+    assert!(matches!(
+        producer.push(&payload(700, 3)),
+        Err(Error::Suspended)
+    ));
+    assert_eq!(producer.tail(), second, "nothing was pushed");
+    let calls = disk.take();
+    assert_eq!(calls[0], "transfer w[3] r[2]", "{calls:?}");
+    assert!(
+        calls[1..].iter().all(|c| c.ends_with(" 1") || c == "flush"),
+        "then only the acknowledgement: {calls:?}"
+    );
+    assert_eq!(consumer.state().unwrap(), RingState::Suspended);
+    consumer.resume().unwrap();
+    let third = producer.push(&payload(50, 4)).unwrap();
+    producer.advance(third).unwrap();
+    let mut got = Vec::new();
+    while let Ok((next, item)) = consumer.pop() {
+        got.push(item);
+        consumer.advance(next).unwrap();
+    }
+    assert_eq!(got, [payload(100, 1), payload(300, 2), payload(50, 4)]);
+    // And so does a consumer attaching afresh (the same bytes on disk).
+    drop(consumer);
+    drop(producer);
+    let mut again = Consumer::attach(disk, Options::new()).unwrap();
+    assert!(matches!(again.pop(), Err(Error::Retry(RetryReason::Empty))));
 }
 
 #[test]

@@ -143,6 +143,15 @@ impl BlockDevice for Stamped {
     fn flush(&self) -> io::Result<()> {
         self.time(What::Flush, 0, || self.inner.flush())
     }
+    /// Stamped as a write (the producer's push: its data, and the read
+    /// of the consumer sector in flight with it when due).
+    fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        let sector = writes.first().map_or(u64::MAX, |w| w.0);
+        self.time(What::Write, sector, || self.inner.transfer(writes, reads))
+    }
+    fn transfers_together(&self) -> bool {
+        self.inner.transfers_together()
+    }
     fn chain(&self, ops: &mut [Op<'_>]) -> Result<(), ChainError> {
         // Not used by format 1's producer and consumer today; stamped as
         // one call should they start using it.

@@ -14,7 +14,7 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::error::Side;
+use crate::error::{IoOp, Side};
 
 mod aligned;
 pub mod fault;
@@ -28,6 +28,50 @@ pub use fault::{CrashPoint, FaultDevice, FaultOp, OpCounts, UnflushedSector};
 pub use file::{FileDevice, FileOptions, Io, IO_ENV, LOCK_GRACE};
 pub use mem::MemDevice;
 pub use nbd::{BlockSizes, NbdAddress, NbdDevice, NbdUri};
+
+/// The error of a [`BlockDevice::transfer`] with both writes and reads,
+/// saying which kind of operation failed, so that an error message names
+/// the right one. It travels inside the [`io::Error`] the transfer returns
+/// (of the same kind); [`split`](Self::split) takes it out again.
+#[derive(Debug)]
+pub struct TransferFailed {
+    op: IoOp,
+    error: io::Error,
+}
+
+impl TransferFailed {
+    /// `error`, of a failed write (`op` [`IoOp::Write`]) or read
+    /// ([`IoOp::Read`]) in a transfer, wrapped.
+    pub fn wrap(op: IoOp, error: io::Error) -> io::Error {
+        io::Error::new(error.kind(), TransferFailed { op, error })
+    }
+
+    /// Which kind of operation failed (`None` when the error does not
+    /// say), and that operation's own error.
+    pub fn split(error: io::Error) -> (Option<IoOp>, io::Error) {
+        if !error.get_ref().is_some_and(|e| e.is::<TransferFailed>()) {
+            return (None, error);
+        }
+        match error.into_inner().map(|e| e.downcast::<TransferFailed>()) {
+            Some(Ok(t)) => (Some(t.op), t.error),
+            // Not reached: checked above.
+            Some(Err(other)) => (None, io::Error::other(other)),
+            None => (None, io::Error::other("transfer failed")),
+        }
+    }
+}
+
+impl std::fmt::Display for TransferFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for TransferFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
 
 /// A device made of fixed-size sectors.
 ///
@@ -93,7 +137,10 @@ pub trait BlockDevice: Send + Sync {
     /// the order given.
     ///
     /// # Errors
-    /// As [`write`](Self::write) and [`read`](Self::read).
+    /// As [`write`](Self::write) and [`read`](Self::read). A transfer with
+    /// both writes and reads says which kind failed, where the device
+    /// knows (the default, [`FileDevice`], [`FaultDevice`]), by wrapping
+    /// the failed operation's error in a [`TransferFailed`].
     fn transfer(&self, writes: &[(u64, &[u8])], reads: &mut [(u64, &mut [u8])]) -> io::Result<()> {
         transfer_one_by_one(self, writes, reads)
     }
@@ -341,11 +388,19 @@ pub(crate) fn transfer_one_by_one<D: BlockDevice + ?Sized>(
     writes: &[(u64, &[u8])],
     reads: &mut [(u64, &mut [u8])],
 ) -> io::Result<()> {
+    let mixed = !writes.is_empty() && !reads.is_empty();
+    let say = |op, e| {
+        if mixed {
+            TransferFailed::wrap(op, e)
+        } else {
+            e
+        }
+    };
     for &(sector, buf) in writes {
-        device.write(sector, buf)?;
+        device.write(sector, buf).map_err(|e| say(IoOp::Write, e))?;
     }
     for (sector, buf) in reads.iter_mut() {
-        device.read(*sector, buf)?;
+        device.read(*sector, buf).map_err(|e| say(IoOp::Read, e))?;
     }
     Ok(())
 }

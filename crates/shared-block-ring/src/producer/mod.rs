@@ -292,6 +292,13 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// [`advance`](Self::advance) before its flush. Either way the item is
     /// on the device before any pointer that publishes it is written.
     ///
+    /// At least every [`consumer_poll_interval`](Options::consumer_poll_interval)
+    /// a push also reads the consumer sector, to acknowledge a suspend or
+    /// resume request; in format 1 that read goes in one transfer with the
+    /// push's data write (in flight together on io_uring and NBD), and a
+    /// suspend request found so undoes the push (FORMAT.md, "Suspend and
+    /// resume").
+    ///
     /// # Errors
     /// [`Error::Retry`] when the ring has no room for it now;
     /// [`Error::Suspended`]; [`Error::TooLarge`] when it can never fit;
@@ -313,16 +320,27 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         I: IntoIterator<Item = &'i C::Item>,
         C::Item: 'i,
     {
-        self.check_running()?;
+        // Format 1 looks at the consumer sector, when due, in the same
+        // transfer as the batch's data (see `commit`), not before it.
+        let look = self.may_look_with_write();
+        if !look {
+            self.check_running()?;
+        }
         let head = self.head();
         let mut scratch = std::mem::take(&mut self.scratch);
         let staged = self.stage_all(head, items, &mut scratch);
         self.scratch = scratch;
+        if look && !staged.as_ref().is_ok_and(|&end| end != head) {
+            // Nothing to write with the look: look now, as without the
+            // fold (a suspend is reported before an item's own error, and
+            // an empty batch still notices one).
+            self.check_running()?;
+        }
         let end = staged?;
         if end == head {
             return Ok(Position::new(self.tail));
         }
-        self.commit(end)
+        self.commit(end, look)
     }
 
     /// Encodes and stages `items` after `head`; returns the end.
@@ -579,7 +597,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// suspend. Re-reads the consumer sector when the poll interval has
     /// passed, or while suspended (to notice a resume).
     fn check_running(&mut self) -> Result<()> {
-        if self.ack || self.looked_at.elapsed() >= self.link.options.consumer_poll_interval {
+        if self.look_due() {
             self.look_at_consumer()?;
         }
         if self.ack {
@@ -589,9 +607,31 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         }
     }
 
+    /// Whether the consumer sector is due to be read: the poll interval
+    /// has passed, or we are suspended (to notice a resume).
+    fn look_due(&self) -> bool {
+        self.ack || self.looked_at.elapsed() >= self.link.options.consumer_poll_interval
+    }
+
+    /// Whether a push that is due to look at the consumer may do so in one
+    /// transfer with its data write, and only then stop if the consumer
+    /// asks for a suspend (un-pushing the batch): format 1, not suspended
+    /// (a suspended producer must see a resume before it writes anything).
+    /// Format 2's look also checks that its side is still ours.
+    fn may_look_with_write(&self) -> bool {
+        !self.ack && self.format() == RingFormat::V1 && self.look_due()
+    }
+
     /// Reads the consumer sector and acknowledges a changed suspend flag.
     fn look_at_consumer(&mut self) -> Result<()> {
         let c = self.link.read_state(Side::Consumer)?;
+        self.note_consumer(c)?;
+        self.acknowledge(c.flag)
+    }
+
+    /// Takes the consumer's state `c` as read: checks its position against
+    /// ours and remembers it.
+    fn note_consumer(&mut self, c: SideState) -> Result<()> {
         // A failed `advance_pipelined` may have written the deferred
         // pointer (its items are durable) and the consumer released up
         // to it.
@@ -613,7 +653,7 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         }
         self.consumer = c.position;
         self.looked_at = Instant::now();
-        self.acknowledge(c.flag)
+        Ok(())
     }
 
     /// Makes `suspend_ack` equal the consumer's `suspend` flag: rewrites

@@ -6,6 +6,7 @@
 use super::Producer;
 use crate::codec::Codec;
 use crate::device::BlockDevice;
+use crate::error::Side;
 use crate::error::{Error, Result, RetryReason};
 use crate::position::Position;
 use crate::ring::SideState;
@@ -57,8 +58,10 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// Pushes `staging[..end]` (the bytes from `base`: those not yet
     /// written, then the new batch), if the ring has room: writes them, or
     /// (write-behind, see [`write_behind`](Self::write_behind)) leaves
-    /// them for the next publication to write.
-    pub(super) fn commit(&mut self, end: usize) -> Result<Position> {
+    /// them for the next publication to write. With `look`, also looks at
+    /// the consumer sector (see `may_look_with_write`): in the same
+    /// transfer as the write when there is one.
+    pub(super) fn commit(&mut self, end: usize, mut look: bool) -> Result<Position> {
         let geometry = self.link.geometry;
         let ss = geometry.sector_size();
         let capacity = geometry.capacity();
@@ -69,14 +72,17 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         // sums below (a position plus at most a capacity and a sector)
         // cannot overflow.
         let max = self.items.max_position();
-        let new_tail =
-            self.tail
-                .checked_add(total)
-                .filter(|&t| t <= max)
-                .ok_or(Error::PositionLimit {
-                    end: self.tail.saturating_add(total),
-                })?;
+        let Some(new_tail) = self.tail.checked_add(total).filter(|&t| t <= max) else {
+            if look {
+                // A suspend first, as without the fold.
+                self.check_running()?;
+            }
+            return Err(Error::PositionLimit {
+                end: self.tail.saturating_add(total),
+            });
+        };
         if new_tail - self.consumer > capacity {
+            look = false;
             self.look_at_consumer()?;
             if self.ack {
                 return Err(Error::Suspended);
@@ -103,11 +109,62 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             self.flush()?;
         }
         let wraps_onto_itself = sectors > geometry.data_sectors() as usize;
-        if wraps_onto_itself || !self.write_behind(end) {
+        let write_now = wraps_onto_itself || !self.write_behind(end);
+        if look && (!write_now || wraps_onto_itself) {
+            // No plain write to carry the read: look first, as always.
+            look = false;
+            self.check_running()?;
+        }
+        if look {
+            self.write_staging_and_look(end)?;
+        } else if write_now {
             self.write_staging(end, None)?;
         }
         self.tail = new_tail;
         Ok(Position::new(new_tail))
+    }
+
+    /// Writes `staging[..end]` as [`write_staging`](Self::write_staging)
+    /// does, reading the consumer sector in the same transfer. If the read
+    /// fails, finds the ring broken, or finds a suspend request, the batch
+    /// is un-pushed: its bytes stay on the device past the tail, where
+    /// nothing reads them and the next push writes over them, and
+    /// `written`, `staging` and everything counted as flushed are as
+    /// before; then a suspend request is acknowledged and the push fails
+    /// with [`Error::Suspended`], as if the look had come first.
+    fn write_staging_and_look(&mut self, end: usize) -> Result<()> {
+        let ss = self.link.geometry.sector_size();
+        let written = self.written;
+        let mut front = std::mem::take(&mut self.scratch);
+        front.clear();
+        front.extend_from_slice(&self.staging[..ss]);
+        let seen = self.write_staging_with(end, With::ConsumerRead);
+        let noted = match seen {
+            Err(e) => Err(e),
+            Ok(Some(c)) => Ok(c),
+            // Undecodable as read: an ordinary read says why.
+            Ok(None) => self.link.read_state(Side::Consumer),
+        }
+        .and_then(|c| self.note_consumer(c).map(|()| c));
+        let wrote = self.written != written;
+        let stop = match noted {
+            Ok(c) if !c.flag => None,
+            Ok(_) => Some(Error::Suspended),
+            Err(e) => Some(e),
+        };
+        if stop.is_some() && wrote {
+            self.written = written;
+            self.staging[..ss].copy_from_slice(&front);
+        }
+        self.scratch = front;
+        match stop {
+            None => Ok(()),
+            Some(Error::Suspended) => {
+                self.acknowledge(true)?;
+                Err(Error::Suspended)
+            }
+            Some(e) => Err(e),
+        }
     }
 
     /// Whether a push may leave its bytes unwritten until the next
@@ -128,6 +185,17 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// publishes these bytes). Then everything before `base + end` is
     /// written, and `staging` keeps the partly filled sector at that end.
     pub(super) fn write_staging(&mut self, end: usize, pointer: Option<SideState>) -> Result<()> {
+        let with = match pointer {
+            Some(state) => With::Pointer(state),
+            None => With::Nothing,
+        };
+        self.write_staging_with(end, with).map(|_| ())
+    }
+
+    /// [`write_staging`](Self::write_staging), with what goes in the same
+    /// transfer; returns the consumer state read, if that was asked for
+    /// and it decodes.
+    fn write_staging_with(&mut self, end: usize, with: With) -> Result<Option<SideState>> {
         let ss = self.link.geometry.sector_size();
         let data_sectors = self.link.geometry.data_sectors() as usize;
         let sectors = end.div_ceil(ss);
@@ -174,10 +242,17 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         };
         let first = self.base() / ss as u64;
         let buf = &self.staging[..write_sectors * ss];
-        match pointer {
-            Some(state) => self.link.write_stream_with_state(first, buf, state)?,
-            None => self.link.write_stream(first, buf)?,
-        }
+        let seen = match with {
+            With::Nothing => {
+                self.link.write_stream(first, buf)?;
+                None
+            }
+            With::Pointer(state) => {
+                self.link.write_stream_with_state(first, buf, state)?;
+                None
+            }
+            With::ConsumerRead => self.link.write_stream_and_read_other(first, buf)?,
+        };
         let new_end = self.base() + end as u64;
         if new_end % ss as u64 != 0 && write_sectors == sectors && sectors > 1 {
             // Keep the new end's partial sector at the front.
@@ -185,8 +260,18 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
                 .copy_within((sectors - 1) * ss..sectors * ss, 0);
         }
         self.written = new_end;
-        Ok(())
+        Ok(seen)
     }
+}
+
+/// What goes in one transfer with a write of the staging buffer.
+enum With {
+    Nothing,
+    /// The producer sector with this state: a publication whose items an
+    /// earlier flush made durable (never one of these bytes).
+    Pointer(SideState),
+    /// A read of the consumer sector.
+    ConsumerRead,
 }
 
 /// The most pushed bytes a producer holds in memory, unwritten, for the

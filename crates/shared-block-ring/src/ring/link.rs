@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::owned::Owned;
 use super::{read_stream, Durability, Items, Options, RingFormat};
-use crate::device::{AlignedBuf, BlockDevice, Op};
+use crate::device::{AlignedBuf, BlockDevice, Op, TransferFailed};
 use crate::error::{Error, IoOp, Result, Side};
 use crate::format::v2::{self as codec, lease, scan::Recovery, State as State2};
 use crate::format::{self, Geometry, Label, State};
@@ -371,8 +371,8 @@ impl<D: BlockDevice> Link<D> {
     /// handle's next ordinary read reports that).
     ///
     /// # Errors
-    /// A device error of the write (in the process-crash mode, of either:
-    /// a transfer does not say which failed).
+    /// A device error of the write (in the process-crash mode, of either,
+    /// named as the device reports it: see [`TransferFailed`]).
     pub(crate) fn write_state_and_read_other(
         &mut self,
         state: SideState,
@@ -405,7 +405,10 @@ impl<D: BlockDevice> Link<D> {
                     &[(mine.sector(), &self.sector)],
                     &mut [(other.sector(), &mut self.theirs)],
                 )
-                .map_err(|e| Error::io(IoOp::Write, mine.sector(), e))?;
+                .map_err(|e| match TransferFailed::split(e) {
+                    (Some(IoOp::Read), e) => Error::io(IoOp::Read, other.sector(), e),
+                    (_, e) => Error::io(IoOp::Write, mine.sector(), e),
+                })?;
             true
         };
         self.trace_write(state.position, state.flag);
@@ -549,6 +552,48 @@ impl<D: BlockDevice> Link<D> {
             owned.wrote_records();
         }
         Ok(())
+    }
+
+    /// Format 1: writes whole stream sectors (plain writes, as
+    /// [`write_stream`](Self::write_stream)) and reads the other side's
+    /// state sector, as one [`BlockDevice::transfer`] (in flight together
+    /// where the device allows): a producer's push that is due to look at
+    /// the consumer sector looks with its data write instead of one round
+    /// trip before it. Returns the other side's state, or `None` when its
+    /// sector does not decode (an ordinary read then reports why).
+    ///
+    /// # Errors
+    /// A device error of either, named as the device reports it (see
+    /// [`TransferFailed`]; a write when it does not say).
+    pub(crate) fn write_stream_and_read_other(
+        &mut self,
+        stream_sector: u64,
+        buf: &[u8],
+    ) -> Result<Option<SideState>> {
+        debug_assert!(self.owned.is_none(), "format 1 only");
+        let other = match self.side {
+            Side::Producer => Side::Consumer,
+            Side::Consumer => Side::Producer,
+        };
+        let ss = self.geometry.sector_size();
+        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
+        let mut writes: Vec<(u64, &[u8])> = Vec::with_capacity(2);
+        let mut off = 0;
+        for (sector, count) in runs.iter() {
+            let len = count as usize * ss;
+            writes.push((sector, &buf[off..off + len]));
+            off += len;
+        }
+        let first = writes.first().map_or(other.sector(), |w| w.0);
+        self.device
+            .transfer(&writes, &mut [(other.sector(), &mut self.theirs)])
+            .map_err(|e| match TransferFailed::split(e) {
+                (Some(IoOp::Read), e) => Error::io(IoOp::Read, other.sector(), e),
+                (_, e) => Error::io(IoOp::Write, first, e),
+            })?;
+        Ok(format::decode_state(other, &self.theirs)
+            .ok()
+            .map(|s| SideState::new(s.position, s.flag)))
     }
 
     /// Writes whole stream sectors and this side's state sector (a plain

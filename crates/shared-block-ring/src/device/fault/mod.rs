@@ -88,8 +88,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{check_range, BlockDevice};
-use crate::error::Side;
+use super::{check_range, BlockDevice, TransferFailed};
+use crate::error::{IoOp, Side};
 
 // This file holds FaultDevice and the cache model it keeps; `crash.rs`
 // holds CrashPoint and the images a crash may leave; `tests.rs` the unit
@@ -453,13 +453,21 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         }
         s.counts.writes += writes.len() as u64;
         s.counts.reads += reads.len() as u64;
+        let mixed = !writes.is_empty() && !reads.is_empty();
+        let say = |op, e| {
+            if mixed {
+                TransferFailed::wrap(op, e)
+            } else {
+                e
+            }
+        };
         let mut error = None;
         // The writes not failed on purpose, in the cache from the moment
         // they are in flight: a power cut may keep any of their sectors.
         let mut before = Vec::with_capacity(writes.len());
         for &(sector, buf) in writes {
             if self.should_fail(&mut s, FaultOp::Write) {
-                error.get_or_insert_with(eio);
+                error.get_or_insert_with(|| say(IoOp::Write, eio()));
                 continue;
             }
             before.push((sector, buf, self.stable_before(&s, sector, buf.len())?));
@@ -482,7 +490,7 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         for &(sector, buf, write) in &going {
             if let Err(e) = inner.write(sector, buf) {
                 s.unflushed.retain(|u| u.write != write);
-                error.get_or_insert(e);
+                error.get_or_insert_with(|| say(IoOp::Write, e));
             }
         }
         if !going.is_empty() {
@@ -493,9 +501,9 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         }
         for (sector, buf) in reads.iter_mut() {
             if self.should_fail(&mut s, FaultOp::Read) {
-                error.get_or_insert_with(eio);
+                error.get_or_insert_with(|| say(IoOp::Read, eio()));
             } else if let Err(e) = inner.read(*sector, buf) {
-                error.get_or_insert(e);
+                error.get_or_insert_with(|| say(IoOp::Read, e));
             }
         }
         match error {

@@ -17,8 +17,9 @@ use rustix::fs::inotify;
 use super::uring::{self, Piece, Pieces, Uring};
 use super::{
     check_chain, check_range, choose_sector_size, AlignedBuf, BlockDevice, ChainError, Op,
+    TransferFailed,
 };
-use crate::error::{Error, Side};
+use crate::error::{Error, IoOp, Side};
 use crate::layout;
 
 /// How a [`FileDevice`] does its I/O: see [`FileOptions::io`].
@@ -335,11 +336,6 @@ impl FileDevice {
         self.direct && !AlignedBuf::is_aligned(ptr)
     }
 
-    /// Runs `pieces` on the rings; the error of the first failed one.
-    fn run(&self, u: &Uring, pieces: &mut [Piece<'_>], linked: bool) -> io::Result<()> {
-        u.run(self.file.as_fd(), pieces, linked).map_err(|(_, e)| e)
-    }
-
     /// A chain through io_uring, linked; `base` is the index of `ops[0]`
     /// in the caller's chain.
     fn uring_chain(&self, u: &Uring, ops: &mut [Op<'_>], base: usize) -> Result<(), ChainError> {
@@ -576,10 +572,16 @@ impl BlockDevice for FileDevice {
         for (i, &(sector, buf)) in writes.iter().enumerate() {
             pieces.push(Piece::write(i, self.offset(sector), buf, false));
         }
+        let mixed = !writes.is_empty() && !reads.is_empty();
         for (i, (sector, buf)) in reads.iter_mut().enumerate() {
             pieces.push(Piece::read(writes.len() + i, self.offset(*sector), buf));
         }
-        self.run(u, pieces.as_mut_slice(), false)
+        u.run(self.file.as_fd(), pieces.as_mut_slice(), false)
+            .map_err(|(op, e)| match (mixed, op < writes.len()) {
+                (false, _) => e,
+                (true, true) => TransferFailed::wrap(IoOp::Write, e),
+                (true, false) => TransferFailed::wrap(IoOp::Read, e),
+            })
     }
 
     fn is_read_only(&self) -> bool {
