@@ -577,16 +577,20 @@ impl<D: BlockDevice> Link<D> {
         };
         let ss = self.geometry.sector_size();
         let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
-        let mut writes: Vec<(u64, &[u8])> = Vec::with_capacity(2);
+        // At most two runs (the wrap): no allocation on a push's path.
+        let mut writes: [(u64, &[u8]); 2] = [(0, &[]); 2];
+        let mut n = 0;
         let mut off = 0;
         for (sector, count) in runs.iter() {
             let len = count as usize * ss;
-            writes.push((sector, &buf[off..off + len]));
+            writes[n] = (sector, &buf[off..off + len]);
+            n += 1;
             off += len;
         }
+        let writes = &writes[..n];
         let first = writes.first().map_or(other.sector(), |w| w.0);
         self.device
-            .transfer(&writes, &mut [(other.sector(), &mut self.theirs)])
+            .transfer(writes, &mut [(other.sector(), &mut self.theirs)])
             .map_err(|e| match TransferFailed::split(e) {
                 (Some(IoOp::Read), e) => Error::io(IoOp::Read, other.sector(), e),
                 (_, e) => Error::io(IoOp::Write, first, e),

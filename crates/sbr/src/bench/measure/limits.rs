@@ -214,6 +214,35 @@ impl Meter {
         })
     }
 
+    /// A latency floor once: `writes` durable small writes (two for T5,
+    /// one for format 2's T10) and one small read, back to back, on
+    /// consecutive small slots at the start of the scratch area;
+    /// microseconds. Timed after the same idle pause as an idle ring's
+    /// items, it is what the device itself takes for those operations in
+    /// that state.
+    pub fn floor_once(&mut self, writes: usize) -> Result<f64, BenchError> {
+        let len = self.small;
+        let step = (len / self.device.sector_size()) as u64;
+        let start = Instant::now();
+        for i in 0..=writes {
+            let op = if i < writes { "O_DSYNC write" } else { "read" };
+            let sector = self.start + i as u64 * step;
+            let buf = &mut self.buf[..len];
+            let r = if i < writes {
+                self.device.write_durable(sector, buf)
+            } else {
+                self.device.read(sector, buf)
+            };
+            r.map_err(|e| {
+                BenchError::msg(format!(
+                    "{}: {op} of {len} bytes at sector {sector}: {e}",
+                    self.device.describe()
+                ))
+            })?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e6)
+    }
+
     /// Every limit, each the median of `cfg.reps` samples of
     /// `cfg.limit_budget`.
     pub fn measure(&mut self, cfg: &Config) -> Result<Limits, BenchError> {

@@ -65,6 +65,12 @@ pub struct Row {
     /// Latency from push to pop, 99th percentile, in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_p99_us: Option<f64>,
+    /// An idle ring's latency floor, median, in microseconds: two O_DSYNC
+    /// small writes and a small read timed back to back after the same
+    /// idle pause as the row's items (the device's own time for them in
+    /// that state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_floor_us: Option<f64>,
     /// The I/O counted on the device behind `items_per_publish` and
     /// `flushes_per_publish`, summed over the repetitions.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +120,7 @@ impl Row {
             round_trips: RoundTrips::default(),
             latency_p50_us: None,
             latency_p99_us: None,
+            idle_floor_us: None,
             io: None,
             samples,
             note: None,

@@ -167,6 +167,7 @@ pub(super) fn latency(
     let mut data = item(payload);
     let mut rng = rand::rng();
     let mut samples = Vec::new();
+    let mut floors = Vec::new();
     let kind = match format {
         RingFormat::V1 => Kind::Latency,
         _ => Kind::Latency2,
@@ -194,6 +195,14 @@ pub(super) fn latency(
                 .parse()
                 .map_err(|e| BenchError::msg(format!("sbr bench-peer sent a bad latency: {e}")))?;
             samples.push(ns as f64 / 1e3);
+            if pause == Pause::Idle && durability == Durability::PowerLoss {
+                // The floor in the same state: the device goes on idle
+                // too, and its first operations after a pause cost several
+                // times a warm one (BENCHMARKS.md, "T5 and an idle device").
+                std::thread::sleep(Duration::from_micros(rng.random_range(20_000..30_000)));
+                let writes = if format == RingFormat::V1 { 2 } else { 1 };
+                floors.push(ctx.meter.borrow_mut().floor_once(writes)?);
+            }
         }
     }
     data[..8].copy_from_slice(&STOP.to_le_bytes());
@@ -231,6 +240,7 @@ pub(super) fn latency(
     .release_trips(cio);
     row.latency_p50_us = Some(p50);
     row.latency_p99_us = Some(p99);
+    row.idle_floor_us = (!floors.is_empty()).then(|| percentile(&mut floors, 0.5));
     Ok(row.note(match pause {
         Pause::Short => "items/s = 1 / p50; pushes 0-2 ms after the previous pop",
         Pause::Idle => "items/s = 1 / p50; pushes 20-30 ms after the previous pop",
