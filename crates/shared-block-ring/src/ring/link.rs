@@ -554,6 +554,29 @@ impl<D: BlockDevice> Link<D> {
         Ok(())
     }
 
+    /// The device writes that put whole stream sectors from `stream_sector`
+    /// in place: one run, or two at the wrap; returned in an array with
+    /// room for one more (a state sector), with how many are set. No
+    /// allocation: this is on every push's path.
+    fn stream_writes<'b>(
+        &self,
+        stream_sector: u64,
+        buf: &'b [u8],
+    ) -> ([(u64, &'b [u8]); 3], usize) {
+        let ss = self.geometry.sector_size();
+        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
+        let mut writes: [(u64, &[u8]); 3] = [(0, &[]); 3];
+        let mut n = 0;
+        let mut off = 0;
+        for (sector, count) in runs.iter() {
+            let len = count as usize * ss;
+            writes[n] = (sector, &buf[off..off + len]);
+            n += 1;
+            off += len;
+        }
+        (writes, n)
+    }
+
     /// Format 1: writes whole stream sectors (plain writes, as
     /// [`write_stream`](Self::write_stream)) and reads the other side's
     /// state sector, as one [`BlockDevice::transfer`] (in flight together
@@ -575,18 +598,7 @@ impl<D: BlockDevice> Link<D> {
             Side::Producer => Side::Consumer,
             Side::Consumer => Side::Producer,
         };
-        let ss = self.geometry.sector_size();
-        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
-        // At most two runs (the wrap): no allocation on a push's path.
-        let mut writes: [(u64, &[u8]); 2] = [(0, &[]); 2];
-        let mut n = 0;
-        let mut off = 0;
-        for (sector, count) in runs.iter() {
-            let len = count as usize * ss;
-            writes[n] = (sector, &buf[off..off + len]);
-            n += 1;
-            off += len;
-        }
+        let (writes, n) = self.stream_writes(stream_sector, buf);
         let writes = &writes[..n];
         let first = writes.first().map_or(other.sector(), |w| w.0);
         self.device
@@ -618,19 +630,12 @@ impl<D: BlockDevice> Link<D> {
             return self.write_state_as(state, false);
         }
         self.encode_v1(state);
-        let ss = self.geometry.sector_size();
-        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
-        let mut writes: Vec<(u64, &[u8])> = Vec::with_capacity(3);
-        let mut off = 0;
-        for (sector, count) in runs.iter() {
-            let len = count as usize * ss;
-            writes.push((sector, &buf[off..off + len]));
-            off += len;
-        }
-        let first = writes.first().map_or(self.side.sector(), |w| w.0);
-        writes.push((self.side.sector(), &self.sector));
+        let (mut writes, mut n) = self.stream_writes(stream_sector, buf);
+        let first = writes[..n].first().map_or(self.side.sector(), |w| w.0);
+        writes[n] = (self.side.sector(), &self.sector);
+        n += 1;
         self.device
-            .transfer(&writes, &mut [])
+            .transfer(&writes[..n], &mut [])
             .map_err(|e| Error::io(IoOp::Write, first, e))?;
         self.trace_write(state.position, state.flag);
         Ok(())
