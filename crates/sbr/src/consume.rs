@@ -153,10 +153,20 @@ impl Printer {
 pub fn run(a: Args) -> CmdResult {
     let name = a.dev.device.clone();
     let stop = Arc::new(AtomicBool::new(false));
+    // Set by the first signal: a second one while a batch finishes ends
+    // the process at once.
+    let armed = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while finishing a batch ends the process at once.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+        // `stop` first, so that no signal is lost from the moment the
+        // default action is replaced. With the shutdown check registered
+        // first on the same flag (signal-hook's own example), a signal
+        // that came between the two calls ran only the check and was
+        // forgotten, and a `--follow` consumer then never stopped.
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .and_then(|_| {
+                signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&armed))
+            })
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&armed)))
             .map_err(|e| Failure::new(EXIT_FATAL, format!("installing signal handlers: {e}")))?;
     }
     let device = a.dev.open(false)?;

@@ -286,3 +286,68 @@ fn diagnostics_watch_reports_lag_once_per_interval() {
     assert!(text.starts_with("t=0.0s fill 0.0% (0 of 64000 bytes); pending 0 items; publish -, release -; producer idle >="), "{text}");
     assert!(text.lines().all(|l| l.ends_with("; running")), "{text}");
 }
+
+/// The first SIGTERM lets the command running for an item finish, and the
+/// item is released (exit 0); a second one while it runs ends `sbr
+/// consume` at once with exit 130, the item not released. Both signals
+/// come right after start-up as well as later: none is lost.
+#[test]
+fn one_sigterm_finishes_the_item_and_a_second_ends_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = dir();
+    let ring = ring_with(d.path(), b"one\n");
+    let started = d.path().join("started");
+    // Marks that it started, then takes 2 s.
+    let cmd = format!("cat >/dev/null; touch {}; sleep 2", started.display());
+    let start = |d: &std::path::Path| {
+        let _ = std::fs::remove_file(d.join("started"));
+        let child = Command::new(SBR)
+            .args(["consume", &ring, "--exec", &cmd])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !started.exists() {
+            assert!(Instant::now() < deadline, "the command never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
+    };
+    let term = |c: &std::process::Child| {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    };
+
+    // Two signals: out at once, with 130, long before the command ends.
+    let mut c = start(d.path());
+    term(&c);
+    std::thread::sleep(Duration::from_millis(50));
+    term(&c);
+    let t = Instant::now();
+    let status = wait_timeout(
+        &mut c,
+        Duration::from_secs(10),
+        "sbr consume after two SIGTERMs",
+    );
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        t.elapsed()
+    );
+    let o = run(&["consume", &ring, "--peek"], b"");
+    assert_eq!(out(&o), "one\n", "not released");
+
+    // One signal: the command finishes, the item is released, exit 0.
+    let mut c = start(d.path());
+    term(&c);
+    let status = wait_timeout(
+        &mut c,
+        Duration::from_secs(10),
+        "sbr consume after one SIGTERM",
+    );
+    assert!(status.success() && status.signal().is_none(), "{status:?}");
+    let o = run(&["consume", &ring], b"");
+    assert_eq!(out(&o), "", "released");
+}

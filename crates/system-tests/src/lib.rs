@@ -177,11 +177,65 @@ pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::proce
             return status;
         }
         if Instant::now() > deadline {
+            // What it was doing, before the kill ends it: each thread's
+            // state, wait channel and kernel stack (root), and its stderr.
+            let threads = threads_of(child.id());
             let _ = child.kill();
-            panic!("{what} did not exit within {limit:?}");
+            let stderr = stderr_after_kill(child);
+            panic!("{what} did not exit within {limit:?}; its threads:\n{threads}its stderr:\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Each thread of process `pid`: name, state, wait channel and kernel
+/// stack, as /proc shows them (what it can; a hang's report).
+pub fn threads_of(pid: u32) -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({e})"));
+    let mut out = String::new();
+    let dir = format!("/proc/{pid}/task");
+    let Ok(tasks) = std::fs::read_dir(&dir) else {
+        return format!("({dir} unreadable)\n");
+    };
+    for t in tasks.flatten() {
+        let base = t.path().display().to_string();
+        let stat = read(&format!("{base}/stat"));
+        // The state is the field after the parenthesised name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?");
+        out += &format!(
+            "  {} {} state {state} wchan {}\n",
+            t.file_name().to_string_lossy(),
+            read(&format!("{base}/comm")).trim(),
+            read(&format!("{base}/wchan")).trim(),
+        );
+        for line in read(&format!("{base}/stack")).lines().take(12) {
+            out += &format!("      {line}\n");
+        }
+    }
+    out
+}
+
+/// The stderr of a child just killed, if it was piped and not taken: what
+/// it had written (at most the last 4 KiB), once it has exited; a note if
+/// it has not within 2 s (a process stuck in the kernel dies late).
+fn stderr_after_kill(child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if Instant::now() > deadline {
+            return "(it had not exited 2 s after the kill)".into();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Some(mut pipe) = child.stderr.take() else {
+        return "(not piped, or taken by the test)".into();
+    };
+    let mut bytes = Vec::new();
+    let _ = pipe.read_to_end(&mut bytes);
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    String::from_utf8_lossy(tail).into_owned()
 }
 
 /// `child.wait_with_output()` with a deadline: kills the child and fails
@@ -247,6 +301,23 @@ mod tests {
             (o.status.code(), &o.stdout[..], &o.stderr[..]),
             (Some(3), &b"out\n"[..], &b"err\n"[..])
         );
+    }
+
+    #[test]
+    fn wait_within_reports_a_hung_childs_threads_and_stderr() {
+        let mut child = Command::new("sh")
+            .args(["-c", "echo about to hang >&2; exec sleep 5"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let hung = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_within(&mut child, Duration::from_millis(300), "sleeper")
+        }));
+        let message = *hung.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("sleeper did not exit within"), "{message}");
+        // The thread, by name and state (sleeping), and what it wrote.
+        assert!(message.contains("sleep state S"), "{message}");
+        assert!(message.contains("about to hang"), "{message}");
     }
 
     #[test]
