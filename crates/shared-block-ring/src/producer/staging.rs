@@ -6,8 +6,7 @@
 use super::Producer;
 use crate::codec::Codec;
 use crate::device::BlockDevice;
-use crate::error::Side;
-use crate::error::{Error, Result, RetryReason};
+use crate::error::{Error, Result, RetryReason, Side};
 use crate::position::Position;
 use crate::ring::SideState;
 
