@@ -181,9 +181,12 @@ fn smoke_run_reports_rows_targets_and_a_plot() {
         assert!(num(pop, "round_trips_per_release") >= 1.0, "{pop}");
     }
     // Rows with both sides count both, the latency peer's in its process.
-    for scenario in ["latency (2 processes)", "producer+consumer"] {
+    // A publication with `advance` is three round trips (data, flush,
+    // durable pointer); T8's producer publishes with `advance_pipelined`:
+    // the pointer rides with the next batch's data, then one flush.
+    for (scenario, per_publish) in [("latency (2 processes)", 3.0), ("producer+consumer", 2.0)] {
         let r = row(scenario, "power-loss", 100);
-        assert!(num(r, "round_trips_per_publish") >= 3.0, "{r}");
+        assert!(num(r, "round_trips_per_publish") >= per_publish, "{r}");
         assert!(num(r, "round_trips_per_release") >= 1.0, "{r}");
     }
     let stdout_header = stdout.lines().find(|l| l.starts_with("scenario")).unwrap();

@@ -171,10 +171,10 @@ impl Workload {
         }
     }
 
-    /// True when `advance_pipelined` defers its pointer (format 1 in the
-    /// power-loss mode); otherwise it is `advance`.
+    /// True when `advance_pipelined` defers its pointer (format 1, both
+    /// modes); otherwise it is `advance`.
     fn pipelines(&self) -> bool {
-        self.format == RingFormat::V1 && self.durability == Durability::PowerLoss
+        self.format == RingFormat::V1
     }
 
     fn item_size(&self, rng: &mut StdRng) -> usize {
@@ -606,10 +606,9 @@ impl World {
             }
             Op::ProducerAdvancePipelined(k) => {
                 let mut a = self.acked();
-                let power_loss = w.pipelines();
-                // In the process-crash mode (and in format 2) it is
-                // `advance`.
-                let from = if power_loss {
+                let pipelined = w.pipelines();
+                // In format 2 it is `advance`.
+                let from = if pipelined {
                     a.deferred.unwrap_or(a.p_ack)
                 } else {
                     a.p_ack
@@ -619,14 +618,14 @@ impl World {
                     return Ok(());
                 }
                 let target = ends[k % ends.len()];
-                // In the power-loss mode this call writes the previous
-                // pending pointer.
-                a.p_inflight = if power_loss { a.deferred } else { Some(target) };
+                // In format 1 this call writes the previous pending
+                // pointer.
+                a.p_inflight = if pipelined { a.deferred } else { Some(target) };
                 drop(a);
                 let r = p.advance_pipelined(Position::new(target));
                 let mut a = self.acked();
                 match r {
-                    Ok(()) if power_loss => {
+                    Ok(()) if pipelined => {
                         if let Some(d) = a.deferred {
                             a.p_ack = d;
                         }

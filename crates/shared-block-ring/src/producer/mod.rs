@@ -493,9 +493,14 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
     /// failed call left a publication not yet durable: this call then
     /// flushes to make it durable).
     ///
-    /// In the process-crash mode there are no flushes, and this is
-    /// [`advance`](Self::advance). So it is in format 2, whose `advance`
-    /// already costs one flush.
+    /// In the process-crash mode there are no flushes, and the same
+    /// deferral saves a round trip instead: the previous batch's pointer
+    /// goes in one transfer with this batch's items (the previous batch's
+    /// items completed in the previous call, before this pointer is
+    /// issued), so when this returns everything up to the previous call's
+    /// position is published, and `position`'s items are written but not
+    /// yet visible. In format 2, whose `advance` already costs one flush,
+    /// this is [`advance`](Self::advance).
     ///
     /// # Errors
     /// As [`advance`](Self::advance). After a device error the previous
@@ -532,7 +537,13 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         } else if unwritten {
             self.write_staging(self.head(), None)?;
         }
-        self.flush()?;
+        if self.power_loss() {
+            self.flush()?;
+        } else {
+            // Nothing is flushed in this mode: a written pointer counts
+            // (as `advance` counts it).
+            self.published_durable = self.published;
+        }
         if p > self.published {
             self.deferred = Some(p);
         }

@@ -239,7 +239,10 @@ impl<D: BlockDevice> Link<D> {
                 flush_before_pointer: power_loss,
                 pointer_durable: power_loss,
                 flush_after_pointer: false,
-                pipelined: power_loss,
+                // Both modes: the pointer of the previous batch goes with
+                // the next batch's data (its own data completed in the
+                // previous call; in the power-loss mode, and flushed).
+                pipelined: true,
             },
             Some(_) => Publication {
                 flush_before_pointer: false,

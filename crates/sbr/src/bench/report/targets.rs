@@ -406,7 +406,7 @@ pub fn targets(found: &Findings, l: &Limits, cfg: &Config) -> Vec<Target> {
         if nbd_ratio.is_empty() {
             "not measured: qemu-nbd is not installed (Debian: qemu-utils)".to_string()
         } else {
-            "batches of 256 published with advance, drained by a consumer thread, on the same image".to_string()
+            "batches of 256 published with advance_pipelined (as sbr produce does), drained by a consumer thread, on the same image".to_string()
         },
     ));
     out.extend(format2_targets(rows, l));

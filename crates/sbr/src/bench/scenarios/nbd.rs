@@ -203,7 +203,9 @@ impl Default for Pipeline {
 }
 
 /// A producer (this thread) pushing batches of 256 items of 100 bytes and
-/// publishing each with `advance`, and a consumer thread draining with
+/// publishing each with `advance_pipelined` (as `sbr produce` does: each
+/// batch's pointer goes with the next batch's items), then `sync`, and a
+/// consumer thread draining with
 /// `for_each_bytes` and releasing, each on its own device handle (its own
 /// connection for NBD), for the budget.
 fn pipeline(dev: &RingDev, durability: Durability, cfg: &Config) -> Result<Pipeline, BenchError> {
@@ -247,14 +249,22 @@ fn pipeline(dev: &RingDev, durability: Durability, cfg: &Config) -> Result<Pipel
                     let end = loop {
                         match p.push_many(std::iter::repeat_n(&data[..], PIPELINE_BATCH)) {
                             Ok(end) => break end,
-                            Err(Error::Retry(RetryReason::Full)) if p.pause(&mut backoff) => {}
+                            Err(Error::Retry(RetryReason::Full)) => {
+                                // The consumer cannot free space it cannot
+                                // see: publish the pending batch first.
+                                p.sync()?;
+                                if !p.pause(&mut backoff) {
+                                    return Err(Error::Retry(RetryReason::Full));
+                                }
+                            }
                             Err(e) => return Err(e),
                         }
                     };
-                    p.advance(end)?;
+                    p.advance_pipelined(end)?;
                     n += PIPELINE_BATCH as u64;
                     sent.store(n, Ordering::Release);
                 }
+                p.sync()?;
                 Ok(n)
             })();
             done.store(true, Ordering::Release);
