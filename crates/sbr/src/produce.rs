@@ -3,8 +3,9 @@
 //! A reader thread splits standard input into items and hands them over in
 //! chunks; the main thread pushes each chunk with one write and publishes.
 //! By default everything is published as soon as it is pushed, with
-//! [`Producer::advance_pipelined`] (one cache flush per chunk, the pointer
-//! riding on the next chunk's flush), and the pending pointer is written
+//! [`Producer::advance_pipelined`] (each chunk's pointer written with the
+//! next chunk's items: in the power-loss mode one cache flush per chunk,
+//! in the process-crash mode one round trip), and the pending pointer is written
 //! whenever the input pauses, so no line ever waits for more input. With
 //! `--batch N`, items are published with a full `advance` after every N.
 
