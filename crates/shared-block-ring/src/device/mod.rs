@@ -46,6 +46,17 @@ impl TransferFailed {
         io::Error::new(error.kind(), TransferFailed { op, error })
     }
 
+    /// `error` of a failed `op` in a transfer of `writes` and `reads`
+    /// operations: wrapped when the transfer has both (otherwise the kind
+    /// is plain).
+    pub(crate) fn wrap_in(writes: usize, reads: usize, op: IoOp, error: io::Error) -> io::Error {
+        if writes > 0 && reads > 0 {
+            TransferFailed::wrap(op, error)
+        } else {
+            error
+        }
+    }
+
     /// Which kind of operation failed (`None` when the error does not
     /// say), and that operation's own error.
     pub fn split(error: io::Error) -> (Option<IoOp>, io::Error) {
@@ -388,14 +399,8 @@ pub(crate) fn transfer_one_by_one<D: BlockDevice + ?Sized>(
     writes: &[(u64, &[u8])],
     reads: &mut [(u64, &mut [u8])],
 ) -> io::Result<()> {
-    let mixed = !writes.is_empty() && !reads.is_empty();
-    let say = |op, e| {
-        if mixed {
-            TransferFailed::wrap(op, e)
-        } else {
-            e
-        }
-    };
+    let (w, r) = (writes.len(), reads.len());
+    let say = |op, e| TransferFailed::wrap_in(w, r, op, e);
     for &(sector, buf) in writes {
         device.write(sector, buf).map_err(|e| say(IoOp::Write, e))?;
     }

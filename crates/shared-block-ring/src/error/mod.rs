@@ -104,6 +104,14 @@ impl Side {
         }
     }
 
+    /// The other side.
+    pub const fn other(self) -> Side {
+        match self {
+            Side::Producer => Side::Consumer,
+            Side::Consumer => Side::Producer,
+        }
+    }
+
     /// Lower-case name, as used in logs and debug keys.
     pub const fn name(self) -> &'static str {
         match self {

@@ -145,13 +145,13 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
             Ok(None) => self.link.read_state(Side::Consumer),
         }
         .and_then(|c| self.note_consumer(c).map(|()| c));
-        let wrote = self.written != written;
         let stop = match noted {
             Ok(c) if !c.flag => None,
             Ok(_) => Some(Error::Suspended),
             Err(e) => Some(e),
         };
-        if stop.is_some() && wrote {
+        if stop.is_some() {
+            // As before the call, whether or not the write went out.
             self.written = written;
             self.staging[..ss].copy_from_slice(&front);
         }

@@ -382,10 +382,7 @@ impl<D: BlockDevice> Link<D> {
     ) -> Result<Option<SideState>> {
         debug_assert!(self.owned.is_none(), "format 1 only");
         self.encode_v1(state);
-        let (mine, other) = match self.side {
-            Side::Producer => (Side::Producer, Side::Consumer),
-            Side::Consumer => (Side::Consumer, Side::Producer),
-        };
+        let (mine, other) = (self.side, self.side.other());
         let read = if self.options.durability == Durability::PowerLoss {
             let mut ops = [
                 Op::WriteDurable {
@@ -408,10 +405,7 @@ impl<D: BlockDevice> Link<D> {
                     &[(mine.sector(), &self.sector)],
                     &mut [(other.sector(), &mut self.theirs)],
                 )
-                .map_err(|e| match TransferFailed::split(e) {
-                    (Some(IoOp::Read), e) => Error::io(IoOp::Read, other.sector(), e),
-                    (_, e) => Error::io(IoOp::Write, mine.sector(), e),
-                })?;
+                .map_err(|e| transfer_error(e, mine.sector(), other.sector()))?;
             true
         };
         self.trace_write(state.position, state.flag);
@@ -541,15 +535,11 @@ impl<D: BlockDevice> Link<D> {
     /// Format 2: after checking the side is still ours (when due).
     pub(crate) fn write_stream(&mut self, stream_sector: u64, buf: &[u8]) -> Result<()> {
         self.ensure_owner()?;
-        let ss = self.geometry.sector_size();
-        let runs = self.geometry.runs(stream_sector, (buf.len() / ss) as u64);
-        let mut off = 0;
-        for (sector, count) in runs.iter() {
-            let len = count as usize * ss;
+        let (writes, n) = self.stream_writes(stream_sector, buf);
+        for &(sector, run) in &writes[..n] {
             self.device
-                .write(sector, &buf[off..off + len])
+                .write(sector, run)
                 .map_err(|e| Error::io(IoOp::Write, sector, e))?;
-            off += len;
         }
         if let Some(owned) = self.owned.as_deref_mut() {
             owned.wrote_records();
@@ -597,19 +587,13 @@ impl<D: BlockDevice> Link<D> {
         buf: &[u8],
     ) -> Result<Option<SideState>> {
         debug_assert!(self.owned.is_none(), "format 1 only");
-        let other = match self.side {
-            Side::Producer => Side::Consumer,
-            Side::Consumer => Side::Producer,
-        };
+        let other = self.side.other();
         let (writes, n) = self.stream_writes(stream_sector, buf);
         let writes = &writes[..n];
         let first = writes.first().map_or(other.sector(), |w| w.0);
         self.device
             .transfer(writes, &mut [(other.sector(), &mut self.theirs)])
-            .map_err(|e| match TransferFailed::split(e) {
-                (Some(IoOp::Read), e) => Error::io(IoOp::Read, other.sector(), e),
-                (_, e) => Error::io(IoOp::Write, first, e),
-            })?;
+            .map_err(|e| transfer_error(e, first, other.sector()))?;
         Ok(format::decode_state(other, &self.theirs)
             .ok()
             .map(|s| SideState::new(s.position, s.flag)))
@@ -752,5 +736,15 @@ impl<D: BlockDevice> Drop for Link<D> {
         if self.holds_lock {
             self.device.unlock(self.side);
         }
+    }
+}
+
+/// The error of a transfer of writes (the first at `write_sector`) and a
+/// read (at `read_sector`): named a read when the device says the read
+/// failed (see [`TransferFailed`]), a write otherwise.
+fn transfer_error(e: std::io::Error, write_sector: u64, read_sector: u64) -> Error {
+    match TransferFailed::split(e) {
+        (Some(IoOp::Read), e) => Error::io(IoOp::Read, read_sector, e),
+        (_, e) => Error::io(IoOp::Write, write_sector, e),
     }
 }

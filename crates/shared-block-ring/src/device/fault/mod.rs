@@ -453,14 +453,8 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         }
         s.counts.writes += writes.len() as u64;
         s.counts.reads += reads.len() as u64;
-        let mixed = !writes.is_empty() && !reads.is_empty();
-        let say = |op, e| {
-            if mixed {
-                TransferFailed::wrap(op, e)
-            } else {
-                e
-            }
-        };
+        let (w, r) = (writes.len(), reads.len());
+        let say = |op, e| TransferFailed::wrap_in(w, r, op, e);
         let mut error = None;
         // The writes not failed on purpose, in the cache from the moment
         // they are in flight: a power cut may keep any of their sectors.

@@ -572,15 +572,14 @@ impl BlockDevice for FileDevice {
         for (i, &(sector, buf)) in writes.iter().enumerate() {
             pieces.push(Piece::write(i, self.offset(sector), buf, false));
         }
-        let mixed = !writes.is_empty() && !reads.is_empty();
+        let (w, r) = (writes.len(), reads.len());
         for (i, (sector, buf)) in reads.iter_mut().enumerate() {
             pieces.push(Piece::read(writes.len() + i, self.offset(*sector), buf));
         }
         u.run(self.file.as_fd(), pieces.as_mut_slice(), false)
-            .map_err(|(op, e)| match (mixed, op < writes.len()) {
-                (false, _) => e,
-                (true, true) => TransferFailed::wrap(IoOp::Write, e),
-                (true, false) => TransferFailed::wrap(IoOp::Read, e),
+            .map_err(|(op, e)| {
+                let kind = if op < w { IoOp::Write } else { IoOp::Read };
+                TransferFailed::wrap_in(w, r, kind, e)
             })
     }
 
