@@ -423,7 +423,11 @@ fn consume_follow_killed_with_sigterm_loses_and_duplicates_nothing() {
             Duration::from_secs(10),
             "sbr consume --follow after SIGTERM",
         );
-        let out = reader.join().unwrap();
+        let out = join_within(
+            reader,
+            Duration::from_secs(30),
+            "the consumer's stdout reader",
+        );
         // A signal that lands before the handlers are installed (during
         // start-up) kills the process before it has printed anything.
         use std::os::unix::process::ExitStatusExt;
@@ -436,7 +440,7 @@ fn consume_follow_killed_with_sigterm_loses_and_duplicates_nothing() {
         restarts += 1;
         assert!(restarts < 5000, "no progress");
     }
-    let p = producer.join().unwrap();
+    let p = join_within(producer, Duration::from_secs(120), "sbr produce");
     assert_eq!(code(&p), 0, "{}", stderr(&p));
     assert!(
         got == input,

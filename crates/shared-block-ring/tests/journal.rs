@@ -136,8 +136,11 @@ fn sync_timeout_reports_both_outcomes() {
     let disk = MemDevice::new(512, 16);
     let (gate, gate_rx) = mpsc::channel::<()>();
     let perform = move |_: &[Vec<u8>]| {
-        // Blocks until the test opens the gate.
-        gate_rx.recv().map_err(|e| e.to_string())
+        // Blocks until the test opens the gate (or a minute passes: a
+        // test that failed before opening it must still end).
+        gate_rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|e| e.to_string())
     };
     let journal = Journal::start(disk, JournalOptions::new(), perform).unwrap();
     let waiter = journal.push(b"op").unwrap();
@@ -318,8 +321,36 @@ struct ChildGuard(Child);
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = reap_within(&mut self.0, Duration::from_secs(10));
     }
+}
+
+/// Waits up to `limit` for `child` to exit; whether it did. (A killed
+/// child exits at once unless it is stuck in the kernel.)
+fn reap_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while !matches!(child.try_wait(), Ok(Some(_))) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// What the thread reading a child's stderr collected, once the child is
+/// gone (it ends at the pipe's end); a note if it has not ended in 10 s.
+fn stderr_of(reader: thread::JoinHandle<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() {
+        if Instant::now() > deadline {
+            return "(its stderr did not end within 10 s)".into();
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    reader
+        .join()
+        .unwrap_or_else(|_| "(the stderr reader panicked)".into())
 }
 
 fn split_id(id: u64) -> (u64, u64, u64) {
@@ -407,7 +438,7 @@ fn crash_at_random_moments_loses_no_acknowledged_operation() {
                     panic!(
                         "run {run}: the child never said `starting` ({status:?}); it said {:?} and\n{}",
                         &lines[..lines.len().min(5)],
-                        errors.join().unwrap()
+                        stderr_of(errors)
                     );
                 };
                 // (After the harness's "test NAME ... ", on the same line.)
@@ -427,15 +458,26 @@ fn crash_at_random_moments_loses_no_acknowledged_operation() {
         if let Some(status) = child.0.try_wait().unwrap() {
             panic!(
                 "run {run}: the child exited by itself ({status}):\n{}",
-                errors.join().unwrap()
+                stderr_of(errors)
             );
         }
         child.0.kill().unwrap();
-        child.0.wait().unwrap();
+        assert!(
+            reap_within(&mut child.0, Duration::from_secs(30)),
+            "run {run}: the killed child did not exit within 30 s"
+        );
         drop(child);
         // The reader ends at the pipe's end, closing the channel.
-        lines.extend(line_rx.iter());
-        let _ = errors.join();
+        loop {
+            match line_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("run {run}: the child's stdout did not end within 30 s")
+                }
+            }
+        }
+        let _ = stderr_of(errors);
         if lines.iter().any(|l| l.ends_with("starting")) && !lines.iter().any(|l| l == "running") {
             kills_in_start += 1;
         }
