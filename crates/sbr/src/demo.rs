@@ -330,20 +330,12 @@ fn consume(mut c: Consumer<FileDevice>, a: &PeerArgs) -> Result<PeerReport, Erro
     let mut latencies: Vec<u64> = Vec::with_capacity(a.items.min(10_000_000) as usize);
     let mut expected = vec![0u8; a.max_len];
     let mut start = None;
+    let wait = Some(Duration::from_secs(30));
     while report.items < a.items {
-        match c.wait_for_item(c.position(), Some(Duration::from_secs(30))) {
-            Ok(()) => {}
-            Err(Error::Retry(_)) => {
-                report.errors += 1;
-                report.first_error.get_or_insert_with(|| {
-                    format!("no item for 30 s after {} items", report.items)
-                });
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-        start.get_or_insert_with(Instant::now);
-        let end = c.for_each_bytes(c.position(), |_, _, item| {
+        // Waits for an item, then walks what that wait saw (one look at
+        // the producer sector a pass at most).
+        let walked = c.for_each_bytes_wait(c.position(), wait, |_, _, item| {
+            start.get_or_insert_with(Instant::now);
             let now = now_ns();
             let seq = report.items;
             report.items += 1;
@@ -376,7 +368,18 @@ fn consume(mut c: Consumer<FileDevice>, a: &PeerArgs) -> Result<PeerReport, Erro
                 report.first_error.get_or_insert(p);
             }
             Ok(())
-        })?;
+        });
+        let end = match walked {
+            Ok(end) => end,
+            Err(Error::Retry(_)) => {
+                report.errors += 1;
+                report.first_error.get_or_insert_with(|| {
+                    format!("no item for 30 s after {} items", report.items)
+                });
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         c.advance(end)?;
     }
     report.seconds = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);

@@ -364,7 +364,9 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
 
     /// Calls `f(start, next, bytes)` on the raw bytes of every item
     /// published now, from `from`, without decoding or copying them; returns
-    /// the position after the last. The fastest way to drain a ring.
+    /// the position after the last. The fastest way to read what a ring
+    /// holds; to drain it continuously, see
+    /// [`for_each_bytes_wait`](Self::for_each_bytes_wait).
     ///
     /// # Errors
     /// As [`fold`](Self::fold), plus whatever `f` returns (which stops the
@@ -372,10 +374,67 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     pub fn for_each_bytes(
         &mut self,
         from: Position,
-        mut f: impl FnMut(Position, Position, &[u8]) -> Result<()>,
+        f: impl FnMut(Position, Position, &[u8]) -> Result<()>,
     ) -> Result<Position> {
         let end = self.snapshot_end(from)?;
-        let mut at = from.offset();
+        self.walk_bytes(from.offset(), end, f)
+    }
+
+    /// Waits, as [`wait_for_item`](Self::wait_for_item), until an item is
+    /// published at `from`, then calls `f(start, next, bytes)` on every
+    /// item from `from` up to the producer position that wait saw, without
+    /// reading the producer sector again, and returns the position after
+    /// the last. The way to drain a ring continuously: each pass reads the
+    /// producer sector at most once, and not at all when the
+    /// [`advance`](Self::advance) before it caught up and read it then.
+    /// (`wait_for_item` followed by [`for_each_bytes`](Self::for_each_bytes)
+    /// reads it twice.) Items published after that look are left for the
+    /// next pass.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shared_block_ring::{create, Consumer, MemDevice, Options, Producer};
+    ///
+    /// # fn main() -> Result<(), shared_block_ring::Error> {
+    /// let disk = MemDevice::new(512, 16);
+    /// create(&disk)?;
+    /// let mut producer = Producer::attach(disk.clone(), Options::new())?;
+    /// let mut consumer = Consumer::attach(disk, Options::new())?;
+    /// let end = producer.push_many([&b"one"[..], b"two"])?;
+    /// producer.advance(end)?;
+    ///
+    /// let mut got = Vec::new();
+    /// let next = consumer.for_each_bytes_wait(
+    ///     consumer.position(),
+    ///     Some(Duration::from_secs(1)),
+    ///     |_, _, bytes| Ok(got.push(bytes.to_vec())),
+    /// )?;
+    /// consumer.advance(next)?;
+    /// assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Retry`] when nothing is published by the timeout; as
+    /// [`for_each_bytes`](Self::for_each_bytes).
+    pub fn for_each_bytes_wait(
+        &mut self,
+        from: Position,
+        timeout: Option<Duration>,
+        f: impl FnMut(Position, Position, &[u8]) -> Result<()>,
+    ) -> Result<Position> {
+        self.wait_for_item(from, timeout)?;
+        self.walk_bytes(from.offset(), self.producer, f)
+    }
+
+    /// Calls `f` on the items from `at` to `end` (both published item
+    /// boundaries).
+    fn walk_bytes(
+        &mut self,
+        mut at: u64,
+        end: u64,
+        mut f: impl FnMut(Position, Position, &[u8]) -> Result<()>,
+    ) -> Result<Position> {
         while at < end {
             let (range, next) = self.item_at(at)?;
             f(Position::new(at), Position::new(next), &self.buf[range])?;
@@ -620,11 +679,13 @@ mod tests {
     use crate::producer::Producer;
     use crate::ring::create;
 
-    /// Counts the data bytes read and the reads.
+    /// Counts the data bytes read, the data reads and the reads of the
+    /// producer sector.
     struct Reads {
         inner: MemDevice,
         bytes: Arc<AtomicU64>,
         reads: Arc<AtomicU64>,
+        producer_reads: Arc<AtomicU64>,
     }
 
     impl BlockDevice for Reads {
@@ -638,6 +699,8 @@ mod tests {
             if sector >= crate::layout::FIRST_DATA_SECTOR {
                 self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
                 self.reads.fetch_add(1, Ordering::Relaxed);
+            } else if sector == crate::layout::PRODUCER_SECTOR {
+                self.producer_reads.fetch_add(1, Ordering::Relaxed);
             }
             self.inner.read(sector, buf)
         }
@@ -664,6 +727,7 @@ mod tests {
             inner: disk.clone(),
             bytes: bytes.clone(),
             reads: reads.clone(),
+            producer_reads: Arc::default(),
         };
         let options = Options::new().durability(Durability::ProcessCrash);
         let mut p = Producer::attach(disk, options.clone()).unwrap();
@@ -700,5 +764,72 @@ mod tests {
             read <= consumed + n * 512 + 12 * 512,
             "{read} bytes in {n} reads for {consumed} bytes of items"
         );
+    }
+
+    #[test]
+    fn a_waiting_drain_reads_the_producer_sector_only_when_it_knows_of_nothing() {
+        let disk = MemDevice::new(512, 64);
+        create(&disk).unwrap();
+        let reads = Arc::new(AtomicU64::new(0));
+        let producer_reads = Arc::new(AtomicU64::new(0));
+        let counted = Reads {
+            inner: disk.clone(),
+            bytes: Arc::default(),
+            reads: reads.clone(),
+            producer_reads: producer_reads.clone(),
+        };
+        let options = Options::new().durability(Durability::ProcessCrash);
+        let mut p = Producer::attach(disk, options.clone()).unwrap();
+        let mut c = Consumer::attach(counted, options).unwrap();
+        let counts = || {
+            (
+                producer_reads.load(Ordering::Relaxed),
+                reads.load(Ordering::Relaxed),
+            )
+        };
+        let timeout = Some(Duration::from_secs(5));
+        let mut got = Vec::new();
+        let mut drain = |c: &mut Consumer<Reads>| {
+            c.for_each_bytes_wait(c.position(), timeout, |_, _, b| {
+                got.push(b[0]);
+                Ok(())
+            })
+            .unwrap()
+        };
+
+        let a = p.push_many([&[1u8][..], &[2]]).unwrap();
+        p.advance(a).unwrap();
+        let before = counts();
+        let end = drain(&mut c);
+        // It knew of nothing: one look at the producer sector, one read of
+        // the data.
+        assert_eq!((counts().0 - before.0, counts().1 - before.1), (1, 1));
+        assert_eq!(end, a);
+
+        // Published before the release that catches up, which sees it.
+        let b = p.push_many([&[3u8][..]]).unwrap();
+        p.advance(b).unwrap();
+        c.advance(end).unwrap();
+        let before = counts();
+        let end = drain(&mut c);
+        // Only the data: `for_each_bytes` after `wait_for_item` would look
+        // at the producer sector again.
+        assert_eq!((counts().0 - before.0, counts().1 - before.1), (0, 1));
+        assert_eq!(end, b);
+
+        // Published after the pass's look: left for the next pass.
+        c.advance(end).unwrap();
+        let d = p.push_many([&[4u8][..]]).unwrap();
+        p.advance(d).unwrap();
+        assert_eq!(drain(&mut c), d);
+        assert_eq!(got, [1, 2, 3, 4]);
+        // An empty ring times out with a retry, not an error.
+        c.advance(d).unwrap();
+        let e = c
+            .for_each_bytes_wait(c.position(), Some(Duration::from_millis(20)), |_, _, _| {
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(e.is_retry(), "{e}");
     }
 }

@@ -45,6 +45,8 @@ fn main() {
         ("flush", 0, Op::Flush),
         ("read 28 KiB", 28 << 10, Op::Read),
         ("write 28 KiB", 28 << 10, Op::Write),
+        ("write 28 KiB, flush", 28 << 10, Op::WriteThenFlush),
+        ("write_durable 28 KiB", 28 << 10, Op::WriteDurable),
         ("read 1 MiB", 1 << 20, Op::Read),
         ("write 1 MiB", 1 << 20, Op::Write),
         ("read 4 MiB", 4 << 20, Op::Read),
@@ -67,6 +69,10 @@ fn main() {
                     Op::Write => d.write(sector, &buf).unwrap(),
                     Op::WriteDurable => d.write_durable(sector, &buf).unwrap(),
                     Op::Flush => d.flush().unwrap(),
+                    Op::WriteThenFlush => {
+                        d.write(sector, &buf).unwrap();
+                        d.flush().unwrap()
+                    }
                 }
                 times.push(started.elapsed().as_secs_f64() * 1e6);
             }
@@ -82,6 +88,7 @@ enum Op {
     Write,
     WriteDurable,
     Flush,
+    WriteThenFlush,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -205,8 +205,8 @@ impl Default for Pipeline {
 /// A producer (this thread) pushing batches of 256 items of 100 bytes and
 /// publishing each with `advance_pipelined` (as `sbr produce` does: each
 /// batch's pointer goes with the next batch's items), then `sync`, and a
-/// consumer thread draining with
-/// `for_each_bytes` and releasing, each on its own device handle (its own
+/// consumer thread draining with `for_each_bytes_wait` (as `sbr demo`
+/// does) and releasing, each on its own device handle (its own
 /// connection for NBD), for the budget.
 fn pipeline(dev: &RingDev, durability: Durability, cfg: &Config) -> Result<Pipeline, BenchError> {
     let spec = &dev.spec;
@@ -230,16 +230,19 @@ fn pipeline(dev: &RingDev, durability: Durability, cfg: &Config) -> Result<Pipel
                     if done.load(Ordering::Acquire) && got >= sent.load(Ordering::Acquire) {
                         return Ok(got);
                     }
-                    match c.wait_for_item(c.position(), Some(Duration::from_millis(20))) {
-                        Ok(()) => {}
+                    let walked = c.for_each_bytes_wait(
+                        c.position(),
+                        Some(Duration::from_millis(20)),
+                        |_, _, _| {
+                            got += 1;
+                            Ok(())
+                        },
+                    );
+                    match walked {
+                        Ok(end) => c.advance(end)?,
                         Err(Error::Retry(RetryReason::Empty)) => continue,
                         Err(e) => return Err(e),
                     }
-                    let end = c.for_each_bytes(c.position(), |_, _, _| {
-                        got += 1;
-                        Ok(())
-                    })?;
-                    c.advance(end)?;
                 }
             });
             let produced = (|| -> Result<u64, Error> {
