@@ -1,12 +1,18 @@
 //! The journal: performing, retrying, replaying at start, a full ring,
 //! crashes (SIGKILL of a child process), the flush interval, group commit.
 
+#[path = "journal/child.rs"]
+mod child;
 mod common;
+#[path = "journal/devices.rs"]
+mod devices;
+#[path = "journal/recorder.rs"]
+mod recorder;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,27 +20,13 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use shared_block_ring::{
-    create, format, BlockDevice, Consumer, Durability, Error, FileDevice, Journal, JournalOptions,
-    Json, MemDevice, Options, Producer, Side, SignatureProblem,
+    create, format, Consumer, Error, FileDevice, Journal, JournalOptions, Json, MemDevice, Options,
+    Producer, SignatureProblem,
 };
 
-/// A `perform` that records every operation it is given, and the list.
-#[allow(clippy::type_complexity)]
-fn recorder<T: Clone + Send + 'static>() -> (
-    Arc<Mutex<Vec<T>>>,
-    impl FnMut(&[T]) -> Result<(), String> + Send + 'static,
-) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    (seen, move |ops: &[T]| {
-        sink.lock().unwrap().extend_from_slice(ops);
-        Ok(())
-    })
-}
-
-fn le_u32(op: &[u8]) -> u32 {
-    u32::from_le_bytes(op.try_into().expect("4-byte operation"))
-}
+use child::{crash_child, reap_within, split_id, stderr_of, ChildGuard, CHILD_RING, CHILD_THREADS};
+use devices::{Failing, Flaky, SlowFlush};
+use recorder::{le_u32, recorder};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct Op {
@@ -246,115 +238,6 @@ fn a_full_ring_forces_processing_and_keeps_the_order() {
     let stats = journal.stats();
     assert_eq!(stats.performed, 1001);
     assert!(stats.batches >= 1001 / 64, "{stats:?}");
-}
-
-/// Test 4: the crash test's child process, selected by this variable.
-const CHILD_RING: &str = "SBR_JOURNAL_CHILD_RING";
-const CHILD_THREADS: u64 = 3;
-
-/// Runs in a child process (this test binary, re-executed): starts the
-/// journal on the ring, then pushes numbered operations from several
-/// threads, printing `acked <id>` after each push returns, until killed.
-/// `perform` appends the operations, 8 bytes each, to a log file.
-fn crash_child(ring: &str) -> ! {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    let run: u64 = var("SBR_JOURNAL_CHILD_RUN").parse().unwrap();
-    let durability: Durability = var("SBR_JOURNAL_CHILD_MODE").parse().unwrap();
-    let flush = Duration::from_millis(var("SBR_JOURNAL_CHILD_FLUSH_MS").parse().unwrap());
-    let slow = Duration::from_millis(var("SBR_JOURNAL_CHILD_SLOW_MS").parse().unwrap());
-    let mut log = OpenOptions::new()
-        .append(true)
-        .open(var("SBR_JOURNAL_CHILD_LOG"))
-        .unwrap();
-    let perform = move |ops: &[Vec<u8>]| -> io::Result<()> {
-        let mut records = Vec::with_capacity(ops.len() * 8);
-        for op in ops {
-            // Anything but an 8-byte operation is logged as u64::MAX, which
-            // the parent reports.
-            records.extend_from_slice(if op.len() == 8 { op } else { &[0xff; 8] });
-        }
-        // One write per batch; a kill may still tear it, and the parent
-        // drops a torn last record.
-        log.write_all(&records)?;
-        thread::sleep(slow);
-        Ok(())
-    };
-    let say = |line: String| {
-        let mut out = io::stdout().lock();
-        // The parent is gone when its pipe is: stop.
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-            std::process::exit(1);
-        }
-    };
-    let options = JournalOptions::new()
-        .name("crash")
-        .durability(durability)
-        .flush_interval(flush)
-        .retry_interval(Duration::from_millis(10));
-    say("starting".into());
-    let journal = Journal::start(FileDevice::open(ring).unwrap(), options, perform).unwrap();
-    say("running".into());
-    let born = Instant::now();
-    thread::scope(|s| {
-        for t in 0..CHILD_THREADS {
-            let (journal, say) = (&journal, &say);
-            s.spawn(move || {
-                for i in 0u64.. {
-                    let id = run << 40 | t << 32 | i;
-                    journal.push(&id.to_le_bytes()).unwrap();
-                    say(format!("acked {id}"));
-                    // Never outlive a parent that failed to kill us.
-                    if born.elapsed() > Duration::from_secs(20) {
-                        std::process::exit(2);
-                    }
-                }
-            });
-        }
-    });
-    unreachable!("the pushing threads never end")
-}
-
-/// A child process, killed and reaped when dropped (even if the test
-/// fails).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = reap_within(&mut self.0, Duration::from_secs(10));
-    }
-}
-
-/// Waits up to `limit` for `child` to exit; whether it did. (A killed
-/// child exits at once unless it is stuck in the kernel.)
-fn reap_within(child: &mut Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while !matches!(child.try_wait(), Ok(Some(_))) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    true
-}
-
-/// What the thread reading a child's stderr collected, once the child is
-/// gone (it ends at the pipe's end); a note if it has not ended in 10 s.
-fn stderr_of(reader: thread::JoinHandle<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !reader.is_finished() {
-        if Instant::now() > deadline {
-            return "(its stderr did not end within 10 s)".into();
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    reader
-        .join()
-        .unwrap_or_else(|_| "(the stderr reader panicked)".into())
-}
-
-fn split_id(id: u64) -> (u64, u64, u64) {
-    (id >> 40, (id >> 32) & 0xff, id & 0xffff_ffff)
 }
 
 #[test]
@@ -642,35 +525,6 @@ fn flush_interval_bounds_each_operations_wait_in_a_steady_stream() {
     assert!((5..=60).contains(&batches), "{batches} batches");
 }
 
-/// A memory device whose cache flushes take 2 ms, as a disk's do.
-#[derive(Clone)]
-struct SlowFlush(MemDevice);
-
-impl BlockDevice for SlowFlush {
-    fn sector_size(&self) -> usize {
-        self.0.sector_size()
-    }
-    fn sectors(&self) -> u64 {
-        self.0.sectors()
-    }
-    fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read(sector, buf)
-    }
-    fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
-        self.0.write(sector, buf)
-    }
-    fn flush(&self) -> io::Result<()> {
-        thread::sleep(Duration::from_millis(2));
-        Ok(())
-    }
-    fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
-        self.0.try_lock(side)
-    }
-    fn unlock(&self, side: Side) {
-        self.0.unlock(side)
-    }
-}
-
 #[test]
 fn concurrent_pushes_are_published_together_and_performed_in_ring_order() {
     const THREADS: u32 = 4;
@@ -765,61 +619,6 @@ fn a_suspend_left_on_the_ring_is_lifted_at_start() {
     let journal = Journal::start(disk, JournalOptions::new(), perform).unwrap();
     journal.push(b"go").unwrap().sync().unwrap();
     assert_eq!(*seen.lock().unwrap(), [b"go".to_vec()]);
-}
-
-/// A memory device whose writes fail, on demand, in the data area or in
-/// one state sector.
-#[derive(Clone)]
-struct Flaky {
-    disk: MemDevice,
-    fail: Arc<Mutex<Option<Failing>>>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Failing {
-    Data,
-    Sector(u64),
-}
-
-impl Flaky {
-    fn set(&self, failing: Option<Failing>) {
-        *self.fail.lock().unwrap() = failing;
-    }
-}
-
-impl BlockDevice for Flaky {
-    fn sector_size(&self) -> usize {
-        self.disk.sector_size()
-    }
-    fn sectors(&self) -> u64 {
-        self.disk.sectors()
-    }
-    fn read(&self, sector: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.disk.read(sector, buf)
-    }
-    fn write(&self, sector: u64, buf: &[u8]) -> io::Result<()> {
-        let failing = *self.fail.lock().unwrap();
-        let fails = match failing {
-            Some(Failing::Data) => sector >= 3,
-            Some(Failing::Sector(s)) => sector == s,
-            None => false,
-        };
-        if fails {
-            return Err(io::Error::other(format!(
-                "injected write failure at sector {sector}"
-            )));
-        }
-        self.disk.write(sector, buf)
-    }
-    fn flush(&self) -> io::Result<()> {
-        Ok(())
-    }
-    fn try_lock(&self, side: Side) -> io::Result<Result<(), String>> {
-        self.disk.try_lock(side)
-    }
-    fn unlock(&self, side: Side) {
-        self.disk.unlock(side)
-    }
 }
 
 #[test]
