@@ -2,14 +2,15 @@
 //!
 //! A reader thread splits standard input into items and hands them over in
 //! chunks; the main thread pushes each chunk with one write and publishes.
-//! By default everything is published as soon as it is pushed, with
+//! By default what is pushed is published with
 //! [`Producer::advance_pipelined`] (each publication's pointer written with
 //! the next one's items: in the power-loss mode one cache flush per
-//! publication, in the process-crash mode one round trip), and the pending
-//! pointer is written whenever the input pauses, so no line ever waits for
-//! more input. Chunks already waiting when one is pushed join its
-//! publication (group commit, up to 4 MiB or a quarter of the ring): an
-//! input faster than the device costs one flush per group, not per chunk.
+//! publication, in the process-crash mode one round trip), and everything
+//! is published with `advance` whenever the input pauses, so no line ever
+//! waits for more input. Chunks that are already waiting are gathered into
+//! one publication (group commit, up to an eighth of the ring or 4 MiB of
+//! ring space): an input faster than the device costs one flush per
+//! group, not per chunk.
 //! With `--batch N`, items are published with a full `advance` after
 //! every N.
 
@@ -18,7 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared_block_ring::{Backoff, BlockDevice, Error, Options, Producer, RetryReason, RingState};
+use shared_block_ring::{
+    layout, Backoff, BlockDevice, Error, Options, Producer, RetryReason, RingFormat, RingState,
+};
 
 use crate::common::{CmdResult, DeviceArgs, Failure, Names, OnDevice, EXIT_FATAL, EXIT_RETRY};
 use crate::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -33,12 +36,13 @@ pub struct Args {
     #[command(flatten)]
     names: Names,
 
-    /// Publish after every N items (and at the end of input). Without it,
-    /// each line is published as soon as it is read, and lines already
-    /// waiting are published together (up to 4 MiB, or a quarter of the
-    /// ring, at a time): a fast input costs one flush per group. Items are
-    /// also published early when the ring fills up, so that the consumer
-    /// can make room.
+    /// Publish after every N items (and whenever the input pauses or
+    /// ends, so that no line waits for more input). Without it,
+    /// lines are published as they are read: once no more input is
+    /// waiting, or every eighth of the ring (at most 4 MiB) while it is,
+    /// so that a fast input costs one flush per group. Items are also
+    /// published early when the ring fills up, so that the consumer can
+    /// make room.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     batch: Option<u64>,
 
@@ -344,9 +348,15 @@ pub(crate) struct Feeder<D: BlockDevice> {
     batch: Option<u64>,
     no_wait: bool,
     group_bytes: usize,
-    /// Bytes pushed since the last publication (default mode: the group
-    /// being gathered).
-    ungrouped: usize,
+    /// Default mode: the most ring bytes one publication gathers (an
+    /// eighth of the ring, at most 4 MiB: the consumer sees a group only
+    /// with the next one's pointer, so two groups stay well inside it).
+    commit_bytes: u64,
+    /// The ring bytes an item of a given length takes (header, payload,
+    /// padding), in the ring's format.
+    stream_len: fn(u64) -> u64,
+    /// The tail at the last publication.
+    published_tail: u64,
     /// Items pushed since the last full publication.
     unpublished: u64,
     /// Items published so far.
@@ -368,7 +378,14 @@ impl<D: BlockDevice> Feeder<D> {
     ) -> Feeder<D> {
         Feeder {
             group_bytes: (producer.geometry().capacity() / 4).clamp(1, 4 << 20) as usize,
-            ungrouped: 0,
+            commit_bytes: (producer.geometry().capacity() / 8).clamp(1, 4 << 20),
+            stream_len: match producer.format() {
+                RingFormat::V1 => layout::item_stream_len,
+                // Format 2 (and any later one, `RingFormat` being
+                // non-exhaustive: its records are no smaller).
+                _ => layout::v2::record_stream_len,
+            },
+            published_tail: producer.tail().offset(),
             name,
             producer,
             batch,
@@ -462,24 +479,29 @@ impl<D: BlockDevice> Feeder<D> {
             {
                 to += 1;
             }
+            if self.batch.is_none() {
+                // Group commit: what is pushed joins the publication being
+                // gathered unless that would take it past `commit_bytes`
+                // of ring space (the feed loop publishes when the input
+                // runs dry, so only input already waiting is gathered). A
+                // fast input costs one flush per group, not per chunk.
+                let next: u64 = chunk
+                    .items(from, to)
+                    .map(|item| (self.stream_len)(item.len() as u64))
+                    .sum();
+                let gathered = self.gathered();
+                if gathered > 0 && gathered + next > self.commit_bytes {
+                    self.publish_pipelined()?;
+                }
+            }
             self.push(chunk, from, to)?;
-            let pushed = chunk.bytes_of(from, to);
             from = to;
             match self.batch {
                 Some(b) if self.unpublished >= b => self.publish()?,
                 Some(_) => {}
-                None => {
-                    // Group commit: while more input is already waiting,
-                    // its chunks join this publication, up to
-                    // `group_bytes` (the feed loop publishes when the
-                    // input runs dry). A fast input then costs one
-                    // flush per group, not one per chunk; a slow one is
-                    // published chunk by chunk, as soon as it is pushed.
-                    self.ungrouped += pushed;
-                    if self.ungrouped >= self.group_bytes {
-                        self.publish_pipelined()?;
-                    }
-                }
+                // A group as large as the limit on its own.
+                None if self.gathered() >= self.commit_bytes => self.publish_pipelined()?,
+                None => {}
             }
         }
         Ok(())
@@ -555,7 +577,7 @@ impl<D: BlockDevice> Feeder<D> {
         self.producer.advance(tail).on(&self.name)?;
         self.published += self.unpublished;
         self.unpublished = 0;
-        self.ungrouped = 0;
+        self.published_tail = tail.offset();
         Ok(())
     }
 
@@ -564,8 +586,13 @@ impl<D: BlockDevice> Feeder<D> {
     fn publish_pipelined(&mut self) -> CmdResult {
         let tail = self.producer.tail();
         self.producer.advance_pipelined(tail).on(&self.name)?;
-        self.ungrouped = 0;
+        self.published_tail = tail.offset();
         Ok(())
+    }
+
+    /// Ring bytes pushed since the last publication.
+    fn gathered(&self) -> u64 {
+        self.producer.tail().offset() - self.published_tail
     }
 }
 
@@ -737,8 +764,8 @@ mod group_commit {
         }
     }
 
-    /// A ring of 1 MiB (so at most 256 KiB per publication) behind a
-    /// counting device.
+    /// A ring of 1 MiB (so at most 128 KiB of ring space per
+    /// publication) behind a counting device.
     fn ring() -> (MemDevice, Pointers) {
         let disk = MemDevice::new(512, 2048);
         create(&disk).unwrap();
@@ -749,38 +776,53 @@ mod group_commit {
         (disk, counted)
     }
 
-    /// A chunk of `n` items of 1000 bytes, numbered from `first`.
-    fn chunk(first: u32, n: u32) -> Chunk {
+    /// A chunk of `n` items of `len` bytes (at least 4), numbered from
+    /// `first`.
+    fn chunk_of(first: u32, n: u32, len: usize) -> Chunk {
         let mut c = Chunk::default();
         for i in first..first + n {
-            c.bytes.extend_from_slice(&i.to_le_bytes());
-            c.bytes.resize(c.bytes.len() + 996, i as u8);
+            if len >= 4 {
+                c.bytes.extend_from_slice(&i.to_le_bytes());
+                c.bytes.resize(c.bytes.len() + len - 4, i as u8);
+            }
             c.ends.push(c.bytes.len());
         }
         c
     }
 
-    fn numbers(disk: MemDevice) -> Vec<u32> {
+    /// A chunk of `n` items of 1000 bytes, numbered from `first`.
+    fn chunk(first: u32, n: u32) -> Chunk {
+        chunk_of(first, n, 1000)
+    }
+
+    fn items(disk: MemDevice) -> Vec<Vec<u8>> {
         let mut c = Consumer::attach(disk, Options::new()).unwrap();
         let (_, items) = c
             .fold(c.position(), Vec::new(), |mut v, item| {
-                v.push(u32::from_le_bytes([item[0], item[1], item[2], item[3]]));
+                v.push(item);
                 v
             })
             .unwrap();
         items
     }
 
-    #[test]
-    fn chunks_already_waiting_share_a_publication() {
+    fn numbers(disk: MemDevice) -> Vec<u32> {
+        items(disk)
+            .iter()
+            .map(|item| u32::from_le_bytes([item[0], item[1], item[2], item[3]]))
+            .collect()
+    }
+
+    /// Feeds `chunks`, all waiting before the feeder starts, to a fresh
+    /// ring; returns the producer-sector writes and the disk.
+    fn feed_waiting(chunks: Vec<Chunk>) -> (usize, MemDevice) {
         let (disk, counted) = ring();
         let written = Arc::clone(&counted.written);
         let producer = Producer::attach(counted, Options::new()).unwrap();
-        // Eight chunks of 64 items (64 KB each), all waiting before the
-        // feeder starts.
-        let (tx, rx) = mpsc::sync_channel(8);
-        for k in 0..8 {
-            tx.send(Input::Items(chunk(k * 64, 64))).unwrap();
+        let (tx, rx) = mpsc::sync_channel(chunks.len());
+        let n: usize = chunks.iter().map(|c| c.ends.len()).sum();
+        for c in chunks {
+            tx.send(Input::Items(c)).unwrap();
         }
         drop(tx);
         let (recycle, _kept) = mpsc::channel();
@@ -788,16 +830,39 @@ mod group_commit {
         let before = written.load(Ordering::Relaxed);
         feeder.feed(rx, recycle).unwrap();
         feeder.publish().unwrap();
-        let publications = written.load(Ordering::Relaxed) - before;
-        // 512 KB in groups of at most 256 KiB: one pipelined publication
-        // (its pointer deferred), then the final one, whose pointer
-        // supersedes it. One per chunk would write seven or more.
+        assert_eq!(feeder.published, n as u64);
+        (written.load(Ordering::Relaxed) - before, disk)
+    }
+
+    #[test]
+    fn chunks_already_waiting_share_a_publication() {
+        // Eight chunks of 64 items (64 KB of ring space each).
+        let (publications, disk) = feed_waiting((0..8).map(|k| chunk(k * 64, 64)).collect());
+        // Two chunks per group of at most 128 KiB: four publications, the
+        // last pointer superseding the one still deferred (three writes).
+        // One per chunk would write eight; one group of all, one.
         assert!(
-            (1..=2).contains(&publications),
+            (3..=4).contains(&publications),
             "{publications} producer-sector writes for 8 waiting chunks"
         );
-        assert_eq!(feeder.published, 512);
         assert_eq!(numbers(disk), (0..512).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_group_is_bounded_by_ring_space_not_payload() {
+        // Empty lines: no payload, four bytes of ring space each. Eight
+        // chunks of 16000 take 500 KiB of the 1 MiB ring, two chunks per
+        // group; counted by payload, they would make one group, published
+        // only at the end (one pointer write).
+        let (publications, disk) =
+            feed_waiting((0..8).map(|k| chunk_of(k * 16000, 16000, 0)).collect());
+        assert!(
+            (3..=4).contains(&publications),
+            "{publications} producer-sector writes for 500 KiB of empty lines"
+        );
+        let got = items(disk);
+        assert_eq!(got.len(), 8 * 16000);
+        assert!(got.iter().all(Vec::is_empty));
     }
 
     #[test]

@@ -384,12 +384,13 @@ impl<D: BlockDevice, C: Codec> Consumer<D, C> {
     /// published at `from`, then calls `f(start, next, bytes)` on every
     /// item from `from` up to the producer position that wait saw, without
     /// reading the producer sector again, and returns the position after
-    /// the last. The way to drain a ring continuously: each pass reads the
-    /// producer sector at most once, and not at all when the
-    /// [`advance`](Self::advance) before it caught up and read it then.
-    /// (`wait_for_item` followed by [`for_each_bytes`](Self::for_each_bytes)
-    /// reads it twice.) Items published after that look are left for the
-    /// next pass.
+    /// the last. The way to drain a ring continuously: a pass reads the
+    /// producer sector only while it knows of no item at `from` (once when
+    /// one is there, once a poll while it waits), and not at all when the
+    /// [`advance`](Self::advance) before it caught up and found items
+    /// then. (`wait_for_item` followed by
+    /// [`for_each_bytes`](Self::for_each_bytes) reads it once more.) Items
+    /// published after the look are left for the next pass.
     ///
     /// ```
     /// use std::time::Duration;

@@ -147,18 +147,43 @@ fn a_waiting_drain_reads_the_producer_sector_only_when_it_knows_of_nothing() {
     assert_eq!((counts().0 - before.0, counts().1 - before.1), (0, 1));
     assert_eq!(end, b);
 
-    // Published after the pass's look: left for the next pass.
+    // Nothing known: the pass's own look finds what was published.
     c.advance(end).unwrap();
     let d = p.push_many([&[4u8][..]]).unwrap();
     p.advance(d).unwrap();
     assert_eq!(drain(&mut c), d);
     assert_eq!(got, [1, 2, 3, 4]);
-    // An empty ring times out with a retry, not an error.
+
+    // Published during a pass, after its look: left for the next pass.
     c.advance(d).unwrap();
-    let e = c
+    let e = p.push_many([&[5u8][..]]).unwrap();
+    p.advance(e).unwrap();
+    let mut late = None;
+    let end = c
+        .for_each_bytes_wait(c.position(), timeout, |_, _, _| {
+            if late.is_none() {
+                let f = p.push_many([&[6u8][..]]).unwrap();
+                p.advance(f).unwrap();
+                late = Some(f);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(end, e, "the pass went past the position its look saw");
+    let mut next = Vec::new();
+    let after = c
+        .for_each_bytes_wait(end, timeout, |_, _, b| {
+            next.push(b[0]);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((next, Some(after)), (vec![6], late));
+    // An empty ring times out with a retry, not an error.
+    c.advance(after).unwrap();
+    let err = c
         .for_each_bytes_wait(c.position(), Some(Duration::from_millis(20)), |_, _, _| {
             Ok(())
         })
         .unwrap_err();
-    assert!(e.is_retry(), "{e}");
+    assert!(err.is_retry(), "{err}");
 }

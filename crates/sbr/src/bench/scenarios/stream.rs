@@ -1,5 +1,6 @@
-//! Streaming: `sbr produce`'s own feeder (push_many of each chunk,
-//! `advance_pipelined`, `sync` when the input pauses), fed by a thread
+//! Streaming: `sbr produce`'s own feeder (push_many of each chunk, one
+//! `advance_pipelined` per group of chunks already waiting, `advance` when
+//! the input pauses), fed by a thread
 //! that makes chunks as `sbr produce`'s reader does, against the durable
 //! write bandwidth.
 
@@ -29,7 +30,8 @@ impl Family for Stream {
 }
 
 /// The streaming producer: `sbr produce`'s own feeder (push_many of each
-/// chunk, advance_pipelined, sync when the input pauses), fed by a thread
+/// chunk, advance_pipelined per group, advance when the input pauses), fed
+/// by a thread
 /// that makes chunks as `sbr produce`'s reader does, for the budget or
 /// until the ring would be full.
 pub(super) fn stream(ctx: &Ctx, durability: Durability, payload: usize) -> Result<Row, BenchError> {
