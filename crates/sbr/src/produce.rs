@@ -19,9 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared_block_ring::{
-    layout, Backoff, BlockDevice, Error, Options, Producer, RetryReason, RingFormat, RingState,
-};
+use shared_block_ring::{Backoff, BlockDevice, Error, Options, Producer, RetryReason, RingState};
 
 use crate::common::{CmdResult, DeviceArgs, Failure, Names, OnDevice, EXIT_FATAL, EXIT_RETRY};
 use crate::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -352,9 +350,6 @@ pub(crate) struct Feeder<D: BlockDevice> {
     /// eighth of the ring, at most 4 MiB: the consumer sees a group only
     /// with the next one's pointer, so two groups stay well inside it).
     commit_bytes: u64,
-    /// The ring bytes an item of a given length takes (header, payload,
-    /// padding), in the ring's format.
-    stream_len: fn(u64) -> u64,
     /// The tail at the last publication.
     published_tail: u64,
     /// Items pushed since the last full publication.
@@ -379,12 +374,6 @@ impl<D: BlockDevice> Feeder<D> {
         Feeder {
             group_bytes: (producer.geometry().capacity() / 4).clamp(1, 4 << 20) as usize,
             commit_bytes: (producer.geometry().capacity() / 8).clamp(1, 4 << 20),
-            stream_len: match producer.format() {
-                RingFormat::V1 => layout::item_stream_len,
-                // Format 2 (and any later one, `RingFormat` being
-                // non-exhaustive: its records are no smaller).
-                _ => layout::v2::record_stream_len,
-            },
             published_tail: producer.tail().offset(),
             name,
             producer,
@@ -485,12 +474,13 @@ impl<D: BlockDevice> Feeder<D> {
                 // of ring space (the feed loop publishes when the input
                 // runs dry, so only input already waiting is gathered). A
                 // fast input costs one flush per group, not per chunk.
-                let next: u64 = chunk
-                    .items(from, to)
-                    .map(|item| (self.stream_len)(item.len() as u64))
-                    .sum();
+                // `None`: an item too large for the ring, whose push fails
+                // below (publishing first loses nothing).
+                let next = chunk.items(from, to).try_fold(0u64, |n, item| {
+                    Some(n + self.producer.stream_len(item.len()).ok()?)
+                });
                 let gathered = self.gathered();
-                if gathered > 0 && gathered + next > self.commit_bytes {
+                if gathered > 0 && next.is_none_or(|n| gathered + n > self.commit_bytes) {
                     self.publish_pipelined()?;
                 }
             }

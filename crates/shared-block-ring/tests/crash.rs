@@ -47,6 +47,7 @@
 
 #[path = "crash/check.rs"]
 mod check;
+mod common;
 #[path = "crash/held_flush.rs"]
 mod held_flush;
 #[path = "crash/hooked.rs"]
@@ -376,7 +377,7 @@ fn a_consumer_releasing_in_steps_never_passes_a_producer_pointer_not_yet_flushed
     assert!(states >= 1, "{states} power-cut images");
     assert_eq!(flushes, 1, "releasing past pb must flush first");
     drop(release);
-    let r = producer.join().unwrap();
+    let r = common::join_within(producer, Duration::from_secs(30), "the held producer");
     assert!(r.is_err(), "the producer's flush came after the crash");
 }
 

@@ -168,7 +168,7 @@ fn a_write_the_device_does_not_notify_is_found_by_polling() {
     let found = Instant::now();
     assert_eq!(item, b"from another host");
     consumer.advance(next).unwrap();
-    let published = writer.join().unwrap();
+    let published = common::join_within(writer, Duration::from_secs(30), "the writer thread");
     // Found by a poll within one capped sleep of the publication (20 ms),
     // with generous room for a loaded machine.
     let late = found.saturating_duration_since(published);

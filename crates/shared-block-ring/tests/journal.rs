@@ -531,31 +531,31 @@ fn concurrent_pushes_are_published_together_and_performed_in_ring_order() {
     const EACH: u32 = 60;
     let disk = SlowFlush(MemDevice::new(512, 64));
     let (seen, perform) = recorder::<Vec<u8>>();
-    let journal = Journal::start(disk, JournalOptions::new(), perform).unwrap();
+    let journal = Arc::new(Journal::start(disk, JournalOptions::new(), perform).unwrap());
     // (sequence, thread, index) of every acknowledged push.
-    let acks: Vec<(u64, u32, u32)> = thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let journal = &journal;
-                s.spawn(move || {
-                    let mut acks = Vec::new();
-                    let mut last = None;
-                    for i in 0..EACH {
-                        let op = [t.to_le_bytes(), i.to_le_bytes()].concat();
-                        let waiter = journal.push(&op).unwrap();
-                        acks.push((waiter.sequence(), t, i));
-                        last = Some(waiter);
-                    }
-                    last.unwrap().sync().unwrap();
-                    acks
-                })
+    // Threads of their own (a scope would join them even after a failed
+    // deadline), each joined within one.
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let journal = Arc::clone(&journal);
+            thread::spawn(move || {
+                let mut acks = Vec::new();
+                let mut last = None;
+                for i in 0..EACH {
+                    let op = [t.to_le_bytes(), i.to_le_bytes()].concat();
+                    let waiter = journal.push(&op).unwrap();
+                    acks.push((waiter.sequence(), t, i));
+                    last = Some(waiter);
+                }
+                last.unwrap().sync().unwrap();
+                acks
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+        })
+        .collect();
+    let acks: Vec<(u64, u32, u32)> = handles
+        .into_iter()
+        .flat_map(|h| common::join_within(h, Duration::from_secs(60), "a pushing thread"))
+        .collect();
     let mut by_sequence = acks.clone();
     by_sequence.sort();
     let sequences: Vec<u64> = by_sequence.iter().map(|a| a.0).collect();

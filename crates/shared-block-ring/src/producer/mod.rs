@@ -251,6 +251,15 @@ impl<D: BlockDevice, C: Codec> Producer<D, C> {
         self.link.geometry.capacity() - (self.tail - self.consumer)
     }
 
+    /// The ring space an item of `payload_len` bytes takes in this ring's
+    /// format: its header, the payload and the padding after it.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for an item that can never fit the ring.
+    pub fn stream_len(&self, payload_len: usize) -> Result<u64> {
+        self.items.stream_len(&self.link.geometry, payload_len)
+    }
+
     /// Reads the consumer sector, acknowledges a changed suspend request,
     /// and tells whether the ring is suspended.
     ///

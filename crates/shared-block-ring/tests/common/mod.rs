@@ -43,3 +43,27 @@ pub fn two_items() -> shared_block_ring::MemDevice {
     p.advance(end).unwrap();
     disk
 }
+
+/// Joins `handle`, failing the test (naming `what`) if the thread has not
+/// finished within `limit`, so that a hang fails by name instead of timing
+/// CI out. (`system_tests::join_within` does the same for the other
+/// crates; this crate's tests cannot depend on `system-tests`, which
+/// depends on it.) A panic in the thread is passed on.
+pub fn join_within<T>(
+    handle: std::thread::JoinHandle<T>,
+    limit: std::time::Duration,
+    what: &str,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    while !handle.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not finish within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    match handle.join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
